@@ -1,0 +1,132 @@
+"""Every setting of the sink, read from ``OMNISINK_*`` environment variables.
+
+Flat names for the top level (``OMNISINK_GROUP_ID``); the Kafka and PostgreSQL
+sub-models take one more word (``OMNISINK_KAFKA_BOOTSTRAP_SERVERS``,
+``OMNISINK_DATABASE_URL``) because the nested delimiter is ``_`` with a single split.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "OMNISINK_"
+
+# The contract's default subscription: every versioned event topic of the bridge tenant and
+# of the intelligence prefix. The `(?<!\.dlq)$` tail is belt and braces: `.v{N}$` already
+# cannot end in `.dlq`, but a subscription that could match its own dead letters would loop.
+DEFAULT_TOPIC_PATTERN = (
+    r"^[^.]+\.(omninode_bridge\.onex\.evt\.[^.]+|archon-intelligence\..+)\.v\d+$"
+)
+
+
+class KafkaSettings(BaseModel):
+    """How to reach the broker. ``OMNISINK_KAFKA_<FIELD>``."""
+
+    bootstrap_servers: str = "localhost:9092"
+    client_id: str = "omnisink"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    request_timeout_ms: int = Field(default=40_000, gt=0)
+
+
+class DatabaseSettings(BaseModel):
+    """How to reach PostgreSQL. ``OMNISINK_DATABASE_<FIELD>``."""
+
+    url: SecretStr = SecretStr("postgresql://postgres@localhost:5432/omnisink")
+    pool_min_size: int = Field(default=2, ge=0)
+    pool_max_size: int = Field(default=10, ge=1)
+    command_timeout_s: float = Field(default=60.0, gt=0)
+    statement_cache_size: int = Field(default=1024, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_scheme(cls, value: SecretStr) -> SecretStr:
+        scheme = urlsplit(value.get_secret_value()).scheme
+        if scheme not in {"postgresql", "postgres", "postgresql+asyncpg"}:
+            raise ValueError(
+                "OMNISINK_DATABASE_URL must be a postgresql:// URL "
+                f"(got scheme {scheme!r})"
+            )
+        return value
+
+    @property
+    def dsn(self) -> str:
+        """The libpq/asyncpg form of the URL (``postgresql://``)."""
+        parts = urlsplit(self.url.get_secret_value())
+        return urlunsplit(parts._replace(scheme="postgresql"))
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The SQLAlchemy form of the URL, for Alembic only."""
+        parts = urlsplit(self.url.get_secret_value())
+        return urlunsplit(parts._replace(scheme="postgresql+asyncpg"))
+
+    @property
+    def redacted_url(self) -> str:
+        """The URL with its password replaced, safe for logs and errors."""
+        return redact_url(self.url.get_secret_value())
+
+
+class Settings(BaseSettings):
+    """The sink's configuration. Every field is an ``OMNISINK_*`` environment variable."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    database: DatabaseSettings = DatabaseSettings()
+    kafka: KafkaSettings = KafkaSettings()
+
+    group_id: str = "omnisink"
+    group_instance_id: str | None = None
+    topic_pattern: str = DEFAULT_TOPIC_PATTERN
+    topics: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+
+    batch_max_records: int = Field(default=2000, gt=0)
+    batch_max_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    batch_max_wait_ms: int = Field(default=200, ge=0)
+    max_message_bytes: int = Field(default=1024 * 1024, gt=0)
+    unknown_events: Literal["keep", "dlq"] = "keep"
+    shutdown_grace_s: float = Field(default=30.0, gt=0)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    @field_validator("topic_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"OMNISINK_TOPIC_PATTERN is not a valid regular expression: {exc}")
+        return value
+
+    @field_validator("topics", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        # Operators write OMNISINK_TOPICS=a,b (NoDecode turns off the JSON-list parsing).
+        if isinstance(value, str):
+            return [t.strip() for t in value.split(",") if t.strip()]
+        return value
+
+
+def redact_url(url: str) -> str:
+    """Replace the password of a URL by ``***`` (no secret in a log line)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = (parts.username or "") + ":***"
+    return urlunsplit(parts._replace(netloc=f"{user}@{netloc[1]}"))

@@ -1,0 +1,1 @@
+"""The domain: event models and one module per table family."""
