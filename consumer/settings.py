@@ -51,8 +51,7 @@ class DatabaseSettings(BaseModel):
         scheme = urlsplit(value.get_secret_value()).scheme
         if scheme not in {"postgresql", "postgres", "postgresql+asyncpg"}:
             raise ValueError(
-                "OMNISINK_DATABASE_URL must be a postgresql:// URL "
-                f"(got scheme {scheme!r})"
+                f"OMNISINK_DATABASE_URL must be a postgresql:// URL (got scheme {scheme!r})"
             )
         return value
 
@@ -110,7 +109,9 @@ class Settings(BaseSettings):
         try:
             re.compile(value)
         except re.error as exc:
-            raise ValueError(f"OMNISINK_TOPIC_PATTERN is not a valid regular expression: {exc}")
+            raise ValueError(
+                f"OMNISINK_TOPIC_PATTERN is not a valid regular expression: {exc}"
+            ) from exc
         return value
 
     @field_validator("topics", mode="before")

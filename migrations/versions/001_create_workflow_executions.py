@@ -11,6 +11,7 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
+
 def upgrade() -> None:
     op.execute(
         """
@@ -28,7 +29,9 @@ def upgrade() -> None:
         )
         """
     )
-    op.execute("CREATE INDEX idx_workflow_executions_correlation ON workflow_executions(correlation_id)")
+    op.execute(
+        "CREATE INDEX idx_workflow_executions_correlation ON workflow_executions(correlation_id)"
+    )
     op.execute("CREATE INDEX idx_workflow_executions_state ON workflow_executions(state)")
     op.execute("CREATE INDEX idx_workflow_executions_started ON workflow_executions(started_at)")
     op.execute("CREATE INDEX idx_workflow_exec_workflow_id ON workflow_executions(workflow_id)")

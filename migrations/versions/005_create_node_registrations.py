@@ -11,6 +11,7 @@ down_revision = "004"
 branch_labels = None
 depends_on = None
 
+
 def upgrade() -> None:
     op.execute(
         """

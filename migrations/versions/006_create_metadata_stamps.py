@@ -11,6 +11,7 @@ down_revision = "005"
 branch_labels = None
 depends_on = None
 
+
 def upgrade() -> None:
     op.execute(
         """

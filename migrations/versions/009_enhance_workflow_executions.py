@@ -15,6 +15,7 @@ down_revision = "008"
 branch_labels = None
 depends_on = None
 
+
 def upgrade() -> None:
     op.execute(
         """

@@ -14,6 +14,7 @@ down_revision = "009"
 branch_labels = None
 depends_on = None
 
+
 def upgrade() -> None:
     op.execute(
         """
@@ -30,9 +31,7 @@ def upgrade() -> None:
             ADD COLUMN configuration JSONB DEFAULT '{}'
         """
     )
-    op.execute(
-        "CREATE INDEX idx_bridge_states_aggregation_type ON bridge_states(aggregation_type)"
-    )
+    op.execute("CREATE INDEX idx_bridge_states_aggregation_type ON bridge_states(aggregation_type)")
     op.execute(
         "CREATE INDEX idx_bridge_states_window_start ON bridge_states(window_start DESC) "
         "WHERE window_start IS NOT NULL"

@@ -16,6 +16,7 @@ down_revision = "010"
 branch_labels = None
 depends_on = None
 
+
 def upgrade() -> None:
     op.execute(
         """

@@ -43,8 +43,7 @@ def upgrade() -> None:
     # so children (steps, transitions) reference it without a lookup.
     op.execute("ALTER TABLE workflow_executions ADD COLUMN namespace VARCHAR(200)")
     op.execute(
-        "CREATE UNIQUE INDEX uq_workflow_executions_workflow_id "
-        "ON workflow_executions(workflow_id)"
+        "CREATE UNIQUE INDEX uq_workflow_executions_workflow_id ON workflow_executions(workflow_id)"
     )
     op.execute(
         "CREATE INDEX idx_workflow_executions_namespace_state "

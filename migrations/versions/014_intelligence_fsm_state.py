@@ -17,6 +17,7 @@ down_revision = "013"
 branch_labels = None
 depends_on = None
 
+
 def upgrade() -> None:
     op.execute("CREATE SCHEMA intelligence")
     op.execute(
@@ -44,9 +45,7 @@ def upgrade() -> None:
         "idx_fsm_state_current_state": "(current_state)",
         "idx_fsm_state_type_state": "(fsm_type, current_state)",
         "idx_fsm_state_lease": "(lease_id, lease_epoch) WHERE lease_id IS NOT NULL",
-        "idx_fsm_state_lease_expiry": (
-            "(lease_expires_at) WHERE lease_expires_at IS NOT NULL"
-        ),
+        "idx_fsm_state_lease_expiry": ("(lease_expires_at) WHERE lease_expires_at IS NOT NULL"),
         "idx_fsm_state_transition_time": "(transition_timestamp)",
         "idx_fsm_state_metadata": "USING GIN (metadata)",
     }

@@ -19,6 +19,7 @@ down_revision = "014"
 branch_labels = None
 depends_on = None
 
+
 def upgrade() -> None:
     op.execute(
         """

@@ -18,6 +18,7 @@ down_revision = "015"
 branch_labels = None
 depends_on = None
 
+
 def upgrade() -> None:
     op.execute(
         """

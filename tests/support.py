@@ -1,0 +1,134 @@
+"""Helpers for tests: database URLs, scratch databases, the local PostgreSQL 15."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+LOCAL_PG15_URL_ENV = "OMNISINK_TEST_PG15_URL"
+LOCAL_PG15_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def with_database(url: str, database: str) -> str:
+    """The same server URL, pointing at another database."""
+    return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
+
+
+def _checked(name: str) -> str:
+    # CREATE DATABASE cannot take a bind parameter; names come from our own fixtures only.
+    if not _IDENTIFIER.match(name):
+        raise ValueError(f"not a safe database name: {name!r}")
+    return name
+
+
+async def create_database(server_url: str, name: str, template: str | None = None) -> None:
+    conn = await asyncpg.connect(with_database(server_url, "postgres"))
+    try:
+        if template is None:
+            await conn.execute(f"CREATE DATABASE {_checked(name)}")
+        else:
+            await conn.execute(f"CREATE DATABASE {_checked(name)} TEMPLATE {_checked(template)}")
+    finally:
+        await conn.close()
+
+
+async def drop_database(server_url: str, name: str) -> None:
+    conn = await asyncpg.connect(with_database(server_url, "postgres"))
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {_checked(name)} WITH (FORCE)")
+    finally:
+        await conn.close()
+
+
+@functools.cache
+def local_pg15_url() -> str | None:
+    """The URL of a PostgreSQL 15 server on this machine, or None if none answers."""
+    url = os.environ.get(LOCAL_PG15_URL_ENV, LOCAL_PG15_DEFAULT)
+
+    async def probe() -> int:
+        conn = await asyncpg.connect(url, timeout=3)
+        try:
+            return int(await conn.fetchval("SHOW server_version_num"))
+        finally:
+            await conn.close()
+
+    try:
+        version = asyncio.run(probe())
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return None
+    return url if version // 10000 == 15 else None
+
+
+SCHEMAS = ("public", "intelligence", "omnisink")
+
+_SNAPSHOT_QUERIES = {
+    "tables": """
+        SELECT n.nspname || '.' || c.relname
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S') AND n.nspname = ANY($1::text[])
+          AND c.relname <> 'alembic_version'
+        ORDER BY 1
+    """,
+    "columns": """
+        SELECT n.nspname || '.' || c.relname || '.' || a.attname || ' '
+               || format_type(a.atttypid, a.atttypmod)
+               || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END
+               || COALESCE(' DEFAULT ' || pg_get_expr(d.adbin, d.adrelid), '')
+        FROM pg_attribute a
+        JOIN pg_class c ON c.oid = a.attrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        WHERE c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped
+          AND n.nspname = ANY($1::text[]) AND c.relname <> 'alembic_version'
+        ORDER BY 1
+    """,
+    "indexes": """
+        SELECT pg_get_indexdef(i.indexrelid)
+        FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+        JOIN pg_class t ON t.oid = i.indrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = ANY($1::text[]) AND t.relname <> 'alembic_version'
+        ORDER BY 1
+    """,
+    "constraints": """
+        SELECT n.nspname || '.' || t.relname || ' ' || con.conname || ' '
+               || pg_get_constraintdef(con.oid)
+        FROM pg_constraint con JOIN pg_class t ON t.oid = con.conrelid
+        JOIN pg_namespace n ON n.oid = t.relnamespace
+        WHERE n.nspname = ANY($1::text[]) AND t.relname <> 'alembic_version'
+        ORDER BY 1
+    """,
+    "triggers": """
+        SELECT n.nspname || '.' || c.relname || ' ' || pg_get_triggerdef(t.oid)
+        FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE NOT t.tgisinternal AND n.nspname = ANY($1::text[])
+        ORDER BY 1
+    """,
+    "functions": """
+        SELECT n.nspname || '.' || p.proname || '(' || pg_get_function_arguments(p.oid) || ') '
+               || pg_get_function_result(p.oid)
+        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = ANY($1::text[])
+        ORDER BY 1
+    """,
+    "schemas": """
+        SELECT nspname FROM pg_namespace WHERE nspname = ANY($1::text[]) ORDER BY 1
+    """,
+}
+
+
+async def schema_snapshot(
+    conn: asyncpg.Connection, schemas: tuple[str, ...] = SCHEMAS
+) -> dict[str, list[str]]:
+    """Everything the migrations define, as sorted lists of catalog facts."""
+    return {
+        kind: [row[0] for row in await conn.fetch(query, list(schemas))]
+        for kind, query in _SNAPSHOT_QUERIES.items()
+    }
