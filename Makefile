@@ -1,0 +1,37 @@
+# The README's commands. `make test` and `make demo` work on a fresh clone: they create the
+# virtualenv and install the project with its dev extras (embedded PostgreSQL and broker).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: install test lint format typecheck migrate clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check consumer handlers migrations tests
+	$(BIN)/ruff format --check consumer handlers migrations tests
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format consumer handlers migrations tests
+	$(BIN)/ruff check --fix consumer handlers migrations tests
+
+typecheck: install
+	$(BIN)/mypy
+
+migrate: install
+	$(BIN)/omnisink migrate
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
