@@ -6,9 +6,23 @@ import asyncio
 import functools
 import os
 import re
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+
+SEEDS_DIR = Path(__file__).resolve().parent / "fixtures" / "seeds"
+
+# The seven tables of seed 000, in the order it creates them.
+BRIDGE_TABLES = (
+    "workflow_executions",
+    "workflow_steps",
+    "fsm_transitions",
+    "bridge_states",
+    "node_registrations",
+    "metadata_stamps",
+    "event_logs",
+)
 
 LOCAL_PG15_URL_ENV = "OMNISINK_TEST_PG15_URL"
 LOCAL_PG15_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"

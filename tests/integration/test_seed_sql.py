@@ -26,30 +26,23 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
+from tests.support import BRIDGE_TABLES as BRIDGE_SEED_TABLES
+from tests.support import SEEDS_DIR as SEEDS
+
 pytestmark = pytest.mark.integration
 
-SEEDS = Path(__file__).resolve().parents[1] / "fixtures" / "seeds"
 BRIDGE_SEED = "bridge_database_guide.txt"
 INTELLIGENCE_SEED = "intelligence_schema.txt"
 
 # The database the bridge guide's monitoring SQL names; replaced by the test database's name.
 SEED_DATABASE_NAME = "metadata_stamping_dev"
 
-BRIDGE_TABLES = {
-    "workflow_executions",
-    "workflow_steps",
-    "fsm_transitions",
-    "bridge_states",
-    "node_registrations",
-    "metadata_stamps",
-    "event_logs",
-}
+BRIDGE_TABLES = set(BRIDGE_SEED_TABLES)
 
 _SEED_STATEMENTS: list[tuple[str, str, str]] = []  # (seed file, label, statement)
 

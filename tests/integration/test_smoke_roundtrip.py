@@ -33,6 +33,16 @@ async def _produce(servers: str, topic: str, count: int, start: int = 0) -> list
     return ids
 
 
+async def _stored_offsets(conn: asyncpg.Connection, topic: str) -> dict[int, int]:
+    rows = await conn.fetch(
+        "SELECT kafka_partition, next_offset FROM omnisink.consumer_offsets "
+        "WHERE consumer_group = $1 AND topic = $2",
+        GROUP,
+        topic,
+    )
+    return {row["kafka_partition"]: row["next_offset"] for row in rows}
+
+
 async def _consume_into_db(
     servers: str, topic: str, db_url: str, expected: int, timeout_s: float = 60
 ) -> dict[int, int]:
@@ -51,15 +61,7 @@ async def _consume_into_db(
         # Resume from PostgreSQL's offsets, as the sink does after any restart.
         while not consumer.assignment():
             await consumer.getmany(timeout_ms=100)
-        stored = {
-            row["kafka_partition"]: row["next_offset"]
-            for row in await conn.fetch(
-                "SELECT kafka_partition, next_offset FROM omnisink.consumer_offsets "
-                "WHERE consumer_group = $1 AND topic = $2",
-                GROUP,
-                topic,
-            )
-        }
+        stored = await _stored_offsets(conn, topic)
         for tp in consumer.assignment():
             if tp.partition in stored:
                 consumer.seek(tp, stored[tp.partition])
@@ -122,13 +124,7 @@ async def test_produce_consume_commit_roundtrip(
     assert await db.fetchval("SELECT count(*) FROM event_logs") == RECORDS
     stored = set(await db.fetch("SELECT id FROM event_logs"))
     assert {row["id"] for row in stored} == set(ids)
-    offsets = {
-        row["kafka_partition"]: row["next_offset"]
-        for row in await db.fetch(
-            "SELECT kafka_partition, next_offset FROM omnisink.consumer_offsets WHERE topic = $1",
-            topic,
-        )
-    }
+    offsets = await _stored_offsets(db, topic)
     assert sum(offsets.values()) == RECORDS, "next offsets add up to every record consumed"
     assert committed == offsets, "Kafka's committed offsets follow PostgreSQL's"
     assert len(offsets) == 3, "records were spread over every partition"
@@ -148,14 +144,7 @@ async def test_produce_consume_commit_roundtrip(
         for tp in partitions:
             probe.seek(tp, 0)
         await probe.getmany(timeout_ms=2000)
-        final = {
-            row["kafka_partition"]: row["next_offset"]
-            for row in await db.fetch(
-                "SELECT kafka_partition, next_offset FROM omnisink.consumer_offsets "
-                "WHERE topic = $1",
-                topic,
-            )
-        }
+        final = await _stored_offsets(db, topic)
         for tp in partitions:
             assert probe.highwater(tp) == final[tp.partition]
     finally:

@@ -11,26 +11,20 @@ from __future__ import annotations
 
 import re
 import uuid
-from pathlib import Path
 
 import asyncpg
 import pytest
 
-from tests.support import create_database, drop_database, with_database
-
-SEEDS = Path(__file__).resolve().parents[1] / "fixtures" / "seeds"
-BRIDGE_SEED = (SEEDS / "bridge_database_guide.txt").read_text()
-INTELLIGENCE_SEED = (SEEDS / "intelligence_schema.txt").read_text()
-
-BRIDGE_TABLES = (
-    "workflow_executions",
-    "workflow_steps",
-    "fsm_transitions",
-    "bridge_states",
-    "node_registrations",
-    "metadata_stamps",
-    "event_logs",
+from tests.support import (
+    BRIDGE_TABLES,
+    SEEDS_DIR,
+    create_database,
+    drop_database,
+    with_database,
 )
+
+BRIDGE_SEED = (SEEDS_DIR / "bridge_database_guide.txt").read_text()
+INTELLIGENCE_SEED = (SEEDS_DIR / "intelligence_schema.txt").read_text()
 
 
 def _seed_ddl() -> list[str]:
