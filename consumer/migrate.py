@@ -10,7 +10,6 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 import migrations
@@ -38,8 +37,3 @@ def head_revision() -> str:
     if head is None:  # pragma: no cover - the history is never empty
         raise RuntimeError("the migration history has no head")
     return head
-
-
-def current_revision_sync(connection: object) -> str | None:
-    """The revision a SQLAlchemy connection's database is at (None when unmigrated)."""
-    return MigrationContext.configure(connection).get_current_revision()  # type: ignore[arg-type]

@@ -19,7 +19,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from consumer import migrate
-from consumer.devservices import Service, start_kafka, start_postgres
+from consumer.devservices import Service, running, start_kafka, start_postgres
 from tests.support import (
     LOCAL_PG15_URL_ENV,
     create_database,
@@ -33,20 +33,14 @@ TopicFactory = Callable[..., Awaitable[str]]
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[Service]:
-    service = start_postgres(tuned_for_tests=True)
-    try:
+    with running(start_postgres(tuned_for_tests=True)) as service:
         yield service
-    finally:
-        service.stop()
 
 
 @pytest.fixture(scope="session")
 def kafka_server() -> Iterator[Service]:
-    service = start_kafka()
-    try:
+    with running(start_kafka()) as service:
         yield service
-    finally:
-        service.stop()
 
 
 @pytest.fixture(scope="session")
