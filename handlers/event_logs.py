@@ -1,0 +1,86 @@
+"""event_logs: one row per distinct valid event, whatever its type (contract section 3).
+
+The row's ``id`` is the ``event_id``, so a duplicate is a no-op, and the ids the insert
+*returns* are the batch's new events: the only ones the domain handlers are given. That makes
+every handler idempotent, the per-event tables included, because an event's ``event_logs`` row
+and its domain rows commit in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import orjson
+
+from handlers.base import Event
+
+# Envelope fields copied into metadata (contract: "the envelope's metadata plus its source
+# fields and the Kafka topic/partition/offset").
+_ENVELOPE_FIELDS = (
+    "source_node_id",
+    "source_service",
+    "source_version",
+    "source_instance",
+    "envelope_version",
+    "event_version",
+    "environment",
+    "region",
+    "partition_key",
+    "causation_id",
+    "original_correlation_id",
+    "original_session_id",
+)
+# Where the record was read. Not part of the event's identity: a replay from another offset
+# keeps the first row (ON CONFLICT DO NOTHING), so comparisons across runs ignore these keys.
+KAFKA_METADATA_KEYS = ("kafka_topic", "kafka_partition", "kafka_offset")
+
+_INSERT = """
+INSERT INTO event_logs (id, event_type, correlation_id, session_id, payload, metadata, created_at)
+SELECT id, event_type, correlation_id, session_id, payload::jsonb, metadata::jsonb, created_at
+FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
+            $7::timestamptz[])
+    AS e(id, event_type, correlation_id, session_id, payload, metadata, created_at)
+ON CONFLICT (id) DO NOTHING
+RETURNING id
+"""
+
+
+def metadata_of(event: Event) -> dict[str, Any]:
+    """The ``event_logs.metadata`` of an event.
+
+    The producer's metadata first; the sink's facts (envelope fields, unknown top-level fields
+    under ``envelope_extra``, the Kafka position) are written over keys of the same name, so
+    the position can never be spoofed by a producer.
+    """
+    env = event.envelope
+    meta: dict[str, Any] = dict(env.metadata)
+    for name in _ENVELOPE_FIELDS:
+        value = getattr(env, name)
+        if value is not None:
+            meta[name] = value
+    if env.extra:
+        meta["envelope_extra"] = env.extra
+    meta["kafka_topic"] = event.topic
+    meta["kafka_partition"] = event.partition
+    meta["kafka_offset"] = event.offset
+    return meta
+
+
+async def insert(conn: asyncpg.Connection, events: Sequence[Event]) -> set[UUID]:
+    """Insert the events' rows; return the ids that were not already there."""
+    if not events:
+        return set()
+    rows = await conn.fetch(
+        _INSERT,
+        [e.event_id for e in events],
+        [e.event_type for e in events],
+        [e.envelope.correlation_id for e in events],
+        [e.envelope.session_id for e in events],
+        [orjson.dumps(e.payload).decode() for e in events],
+        [orjson.dumps(metadata_of(e)).decode() for e in events],
+        [e.at for e in events],
+    )
+    return {row["id"] for row in rows}
