@@ -1,0 +1,784 @@
+"""The workflows handler against a real PostgreSQL: what each event type leaves, the
+out-of-order and placeholder cases, the schema rejects, and the convergence property."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from handlers import batch
+from handlers.base import Event
+from handlers.envelope import FOREIGN_ID_NAMESPACE, Envelope
+from handlers.workflows import WORKFLOWS
+
+BASE = datetime(2025, 10, 15, 12, 0, tzinfo=UTC)
+SLUGS = {
+    "WORKFLOW_STARTED": "stamp-workflow-started",
+    "WORKFLOW_COMPLETED": "stamp-workflow-completed",
+    "WORKFLOW_FAILED": "stamp-workflow-failed",
+    "STEP_STARTED": "workflow-step-started",
+    "STEP_COMPLETED": "workflow-step-completed",
+    "STEP_FAILED": "workflow-step-failed",
+    "STATE_TRANSITION": "workflow-state-transition",
+    "HASH_GENERATED": "blake3-hash-generated",
+    "INTELLIGENCE_RECEIVED": "onextree-intelligence-received",
+}
+TABLES = "fsm_transitions, workflow_steps, workflow_executions, event_logs"
+
+
+def at(seconds: float) -> datetime:
+    return BASE + timedelta(seconds=seconds)
+
+
+def make_event(
+    event_type: str,
+    payload: dict[str, Any],
+    *,
+    when: datetime,
+    event_id: uuid.UUID | None = None,
+    correlation_id: uuid.UUID | str | None = None,
+    session_id: uuid.UUID | None = None,
+    offset: int = 0,
+) -> Event:
+    wire: dict[str, Any] = {
+        "event_id": str(event_id or uuid.uuid4()),
+        "event_type": event_type,
+        "event_timestamp": when.isoformat(),
+        "source_node_id": "orchestrator-1",
+        "payload": payload,
+    }
+    if correlation_id is not None:
+        wire["correlation_id"] = str(correlation_id)
+    if session_id is not None:
+        wire["session_id"] = str(session_id)
+    topic = f"dev.omninode_bridge.onex.evt.{SLUGS.get(event_type, 'other')}.v1"
+    return Event(Envelope.from_wire(wire), topic, 0, offset)
+
+
+async def write(db: asyncpg.Connection, *events: Event) -> batch.BatchResult:
+    async with db.transaction():
+        return await batch.write(db, list(events), [WORKFLOWS])
+
+
+async def workflow(db: asyncpg.Connection, workflow_id: uuid.UUID) -> dict[str, Any]:
+    row = await db.fetchrow("SELECT * FROM workflow_executions WHERE id = $1", workflow_id)
+    assert row is not None
+    return dict(row)
+
+
+async def steps(db: asyncpg.Connection, workflow_id: uuid.UUID) -> list[dict[str, Any]]:
+    rows = await db.fetch(
+        "SELECT * FROM workflow_steps WHERE workflow_id = $1 ORDER BY step_key", workflow_id
+    )
+    return [dict(r) for r in rows]
+
+
+async def transition_row(db: asyncpg.Connection, event_id: uuid.UUID) -> dict[str, Any]:
+    row = await db.fetchrow("SELECT * FROM fsm_transitions WHERE id = $1", event_id)
+    assert row is not None
+    return dict(row)
+
+
+def js(text: str | None) -> Any:
+    return None if text is None else orjson.loads(text)
+
+
+def step_id_of(workflow_id: uuid.UUID, step_key: str) -> uuid.UUID:
+    return uuid.uuid5(FOREIGN_ID_NAMESPACE, f"{workflow_id}/{step_key}")
+
+
+# --- one event type at a time -----------------------------------------------------------------
+
+
+async def test_started_writes_a_processing_workflow(db: asyncpg.Connection) -> None:
+    wid, corr, session = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    started = make_event(
+        "stamp_workflow_started",
+        {"workflow_id": str(wid), "namespace": "omninode.bridge", "input": {"file": "a.py"}},
+        when=at(1),
+        correlation_id=corr,
+        session_id=session,
+    )
+    result = await write(db, started)
+    assert result.new == [started]
+    row = await workflow(db, wid)
+    assert row["workflow_id"] == wid
+    assert row["correlation_id"] == corr
+    assert row["session_id"] == session
+    assert row["namespace"] == "omninode.bridge"
+    assert row["state"] == "PROCESSING"
+    assert (row["state_event_at"], row["state_event_id"]) == (at(1), started.event_id)
+    assert js(row["input_data"]) == {"file": "a.py"}
+    assert js(row["output_data"]) == {}
+    assert js(row["error_info"]) == {}
+    assert js(row["metadata"]) == {}
+    assert row["started_at"] == at(1)
+    assert row["completed_at"] is None
+    assert row["workflow_steps_executed"] == 0
+    assert row["file_hash"] is None
+    assert row["hash_event_at"] is None
+    assert row["intelligence_data"] is None
+
+
+async def test_started_without_input_keeps_the_rest_of_the_payload(
+    db: asyncpg.Connection,
+) -> None:
+    wid = uuid.uuid4()
+    payload = {
+        "workflow_id": str(wid),
+        "status": "processing",
+        "node_id": "orchestrator-instance-1",
+        "timestamp": "2025-10-15T12:00:00Z",
+    }
+    await write(db, make_event("WORKFLOW_STARTED", payload, when=at(1)))
+    row = await workflow(db, wid)
+    assert js(row["input_data"]) == {"node_id": "orchestrator-instance-1"}
+    # No correlation_id on the envelope: the workflow's own id stands in (NOT NULL).
+    assert row["correlation_id"] == wid
+    assert row["session_id"] is None
+    assert row["namespace"] is None
+
+
+async def test_completed_writes_output_stamp_hash_and_completion(db: asyncpg.Connection) -> None:
+    wid = uuid.uuid4()
+    started = make_event("WORKFLOW_STARTED", {"workflow_id": str(wid)}, when=at(1))
+    completed = make_event(
+        "WORKFLOW_COMPLETED",
+        {
+            "workflow_id": str(wid),
+            "stamp_id": "stamp-1",
+            "file_hash": "ab" * 32,
+            "processing_time_ms": 45.5,
+            "timestamp": "x",
+        },
+        when=at(2),
+    )
+    await write(db, started, completed)
+    row = await workflow(db, wid)
+    assert row["state"] == "COMPLETED"
+    assert (row["state_event_at"], row["state_event_id"]) == (at(2), completed.event_id)
+    assert js(row["output_data"]) == {"processing_time_ms": 45.5}
+    assert row["stamp_id"] == "stamp-1"
+    assert row["file_hash"] == "ab" * 32
+    assert row["started_at"] == at(1)
+    assert row["completed_at"] == at(2)
+
+
+async def test_completed_output_key_wins_over_the_rest(db: asyncpg.Connection) -> None:
+    wid = uuid.uuid4()
+    completed = make_event(
+        "WORKFLOW_COMPLETED",
+        {"workflow_id": str(wid), "output": {"ok": True}, "other": 1},
+        when=at(2),
+    )
+    await write(db, completed)
+    assert js((await workflow(db, wid))["output_data"]) == {"ok": True}
+
+
+async def test_failed_writes_error_info(db: asyncpg.Connection) -> None:
+    wid = uuid.uuid4()
+    failed = make_event(
+        "stamp_workflow_failed",
+        {"workflow_id": str(wid), "error": "boom", "error_type": "ValueError"},
+        when=at(3),
+    )
+    await write(db, make_event("WORKFLOW_STARTED", {"workflow_id": str(wid)}, when=at(1)))
+    await write(db, failed)
+    row = await workflow(db, wid)
+    assert row["state"] == "FAILED"
+    assert js(row["error_info"]) == {"message": "boom", "code": "ValueError"}
+    assert row["completed_at"] == at(3)
+    assert row["started_at"] == at(1)
+
+
+async def test_steps_write_one_row_per_step_and_count_completed(db: asyncpg.Connection) -> None:
+    wid = uuid.uuid4()
+    events = [
+        make_event("WORKFLOW_STARTED", {"workflow_id": str(wid)}, when=at(1)),
+        make_event(
+            "STEP_STARTED",
+            {
+                "workflow_id": str(wid),
+                "step_id": "validate_input",
+                "step_name": "Validate input",
+                "step_type": "validation",
+                "step_order": 1,
+                "input": {"size": 3},
+            },
+            when=at(2),
+        ),
+        make_event(
+            "workflow_step_completed",
+            {
+                "workflow_id": str(wid),
+                "step_id": "validate_input",
+                "step_type": "validation",
+                "output": {"valid": True},
+                "execution_time_ms": 12.6,
+            },
+            when=at(3),
+        ),
+        make_event(
+            "STEP_COMPLETED",
+            {"workflow_id": str(wid), "step_id": "hash_generation", "step_type": "hashing"},
+            when=at(4),
+        ),
+        make_event(
+            "STEP_FAILED",
+            {
+                "workflow_id": str(wid),
+                "step_name": "create_stamp",
+                "error": "disk full",
+                "error_type": "OSError",
+            },
+            when=at(5),
+        ),
+    ]
+    await write(db, *events)
+    rows = await steps(db, wid)
+    assert [r["step_key"] for r in rows] == ["create_stamp", "hash_generation", "validate_input"]
+    stamp, hashing, validate = rows
+    assert validate["id"] == step_id_of(wid, "validate_input")
+    assert validate["step_name"] == "Validate input"
+    assert validate["step_type"] == "validation"
+    assert validate["step_order"] == 1
+    assert validate["status"] == "COMPLETED"
+    assert (validate["status_event_at"], validate["status_event_id"]) == (
+        at(3),
+        events[2].event_id,
+    )
+    assert js(validate["input_data"]) == {"size": 3}
+    assert js(validate["output_data"]) == {"valid": True}
+    assert validate["started_at"] == at(2)
+    assert validate["completed_at"] == at(3)
+    assert validate["execution_time_ms"] == 13
+    # Only a STEP_COMPLETED: no start time (not NOW()), stand-ins for what it did not say.
+    assert hashing["step_name"] == "hash_generation"
+    assert hashing["step_order"] == 0
+    assert hashing["started_at"] is None
+    assert hashing["status"] == "COMPLETED"
+    assert js(hashing["input_data"]) == {}
+    assert stamp["status"] == "FAILED"
+    assert stamp["step_name"] == "create_stamp"
+    assert stamp["step_type"] == "unknown"
+    assert js(stamp["output_data"]) == {"error": "disk full", "error_type": "OSError"}
+    assert stamp["completed_at"] == at(5)
+    assert (await workflow(db, wid))["workflow_steps_executed"] == 2
+
+
+async def test_step_fields_are_filled_by_a_later_event_that_has_them(
+    db: asyncpg.Connection,
+) -> None:
+    wid = uuid.uuid4()
+    completed = make_event("STEP_COMPLETED", {"workflow_id": str(wid), "step_id": "s1"}, when=at(5))
+    await write(db, completed)
+    (row,) = await steps(db, wid)
+    assert (row["step_name"], row["step_type"], row["step_order"]) == ("s1", "unknown", 0)
+    started = make_event(
+        "STEP_STARTED",
+        {
+            "workflow_id": str(wid),
+            "step_id": "s1",
+            "step_name": "Validate",
+            "step_type": "validation",
+            "step_order": 2,
+            "input_data": {"x": 1},
+        },
+        when=at(4),
+    )
+    await write(db, started)
+    (row,) = await steps(db, wid)
+    assert (row["step_name"], row["step_type"], row["step_order"]) == ("Validate", "validation", 2)
+    assert js(row["input_data"]) == {"x": 1}
+    # The older STEP_STARTED filled facts but did not move the status back.
+    assert row["status"] == "COMPLETED"
+    assert row["started_at"] == at(4)
+    assert row["completed_at"] == at(5)
+
+
+async def test_a_retried_step_shows_its_latest_attempt_in_any_order(
+    db: asyncpg.Connection,
+) -> None:
+    wid = uuid.uuid4()
+    failed = make_event(
+        "STEP_FAILED",
+        {"workflow_id": str(wid), "step_id": "s1", "execution_time_ms": 5, "error": "e"},
+        when=at(2),
+    )
+    completed = make_event(
+        "STEP_COMPLETED",
+        {"workflow_id": str(wid), "step_id": "s1", "execution_time_ms": 9, "output": {"k": 1}},
+        when=at(3),
+    )
+    await write(db, completed)
+    await write(db, failed)
+    (row,) = await steps(db, wid)
+    assert row["status"] == "COMPLETED"
+    assert row["execution_time_ms"] == 9
+    assert js(row["output_data"]) == {"k": 1}
+    assert row["completed_at"] == at(3)
+
+
+async def test_state_transition_writes_a_row_and_moves_the_state(db: asyncpg.Connection) -> None:
+    wid = uuid.uuid4()
+    transition = make_event(
+        "workflow_state_transition",
+        {
+            "workflow_id": str(wid),
+            "from_state": "pending",
+            "to_state": "processing",
+            "triggered_by": "start_workflow",
+            "metadata": {"reason": "go"},
+        },
+        when=at(2),
+    )
+    await write(db, transition)
+    row = await transition_row(db, transition.event_id)
+    assert row["workflow_id"] == wid
+    assert (row["from_state"], row["to_state"]) == ("PENDING", "PROCESSING")
+    assert row["transition_at"] == at(2)
+    assert row["triggered_by"] == "start_workflow"
+    assert js(row["metadata"]) == {"reason": "go"}
+    wf = await workflow(db, wid)
+    assert wf["state"] == "PROCESSING"
+    assert (wf["state_event_at"], wf["state_event_id"]) == (at(2), transition.event_id)
+    assert wf["started_at"] is None  # a placeholder: only a STARTED says when it started
+
+    later = make_event(
+        "STATE_TRANSITION",
+        {"workflow_id": str(wid), "from_state": "processing", "to_state": "Completed"},
+        when=at(4),
+    )
+    older = make_event(
+        "STATE_TRANSITION",
+        {"workflow_id": str(wid), "from_state": "pending", "to_state": "failed"},
+        when=at(1),
+    )
+    await write(db, later, older)
+    assert (await workflow(db, wid))["state"] == "COMPLETED"
+    count = await db.fetchval("SELECT count(*) FROM fsm_transitions WHERE workflow_id = $1", wid)
+    assert count == 3
+    row = await transition_row(db, later.event_id)
+    assert row["triggered_by"] is None
+    assert js(row["metadata"]) == {}
+
+
+async def test_hash_generated_newest_wins_over_completed_and_older_hashes(
+    db: asyncpg.Connection,
+) -> None:
+    wid = uuid.uuid4()
+    newer = make_event(
+        "blake3_hash_generated",
+        {"workflow_id": str(wid), "file_hash": "a" * 64, "generation_time_ms": 1.4},
+        when=at(3),
+    )
+    older = make_event(
+        "HASH_GENERATED",
+        {"workflow_id": str(wid), "file_hash": "b" * 64, "generation_time_ms": 9},
+        when=at(2),
+    )
+    completed = make_event(
+        "WORKFLOW_COMPLETED", {"workflow_id": str(wid), "file_hash": "c" * 64}, when=at(4)
+    )
+    await write(db, completed)
+    assert (await workflow(db, wid))["file_hash"] == "c" * 64
+    await write(db, newer)
+    await write(db, older)
+    row = await workflow(db, wid)
+    assert row["file_hash"] == "a" * 64
+    assert row["hash_generation_time_ms"] == 1
+    assert (row["hash_event_at"], row["hash_event_id"]) == (at(3), newer.event_id)
+    assert row["state"] == "COMPLETED"
+
+
+async def test_intelligence_received_sets_the_workflows_intelligence(
+    db: asyncpg.Connection,
+) -> None:
+    wid = uuid.uuid4()
+    first = make_event(
+        "onextree_intelligence_received",
+        {"workflow_id": str(wid), "intelligence_data": {"quality": 0.9}},
+        when=at(2),
+    )
+    second = make_event(
+        "INTELLIGENCE_RECEIVED",
+        {"workflow_id": str(wid), "file_hash": "f" * 64, "analysis": "ok", "score": 3},
+        when=at(3),
+    )
+    await write(db, second, first)
+    row = await workflow(db, wid)
+    assert js(row["intelligence_data"]) == {"analysis": "ok", "score": 3}
+    assert (row["intelligence_event_at"], row["intelligence_event_id"]) == (
+        at(3),
+        second.event_id,
+    )
+    assert row["state"] == "PENDING"
+
+
+async def test_intelligence_without_workflow_id_is_not_this_handlers(
+    db: asyncpg.Connection,
+) -> None:
+    event = make_event(
+        "INTELLIGENCE_RECEIVED", {"file_hash": "f" * 64, "intelligence": {"a": 1}}, when=at(1)
+    )
+    result = await write(db, event)
+    assert result.new == [event]
+    assert result.rejected == []
+    assert await db.fetchval("SELECT count(*) FROM workflow_executions") == 0
+
+
+# --- out of order, placeholders -----------------------------------------------------------
+
+
+async def test_child_before_workflow_creates_a_placeholder_the_start_fills(
+    db: asyncpg.Connection,
+) -> None:
+    wid, corr, start_corr = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    step = make_event(
+        "STEP_COMPLETED",
+        {"workflow_id": str(wid), "step_id": "s1", "namespace": "ns.child"},
+        when=at(5),
+        correlation_id=corr,
+    )
+    await write(db, step)
+    row = await workflow(db, wid)
+    assert row["state"] == "PENDING"
+    assert (row["state_event_at"], row["state_event_id"]) == (None, None)
+    assert row["correlation_id"] == corr
+    assert row["namespace"] == "ns.child"
+    assert row["started_at"] is None
+    assert row["workflow_steps_executed"] == 1
+
+    started = make_event(
+        "WORKFLOW_STARTED",
+        {"workflow_id": str(wid), "namespace": "ns.start", "input": {"a": 1}},
+        when=at(1),
+        correlation_id=start_corr,
+    )
+    await write(db, started)
+    row = await workflow(db, wid)
+    assert row["state"] == "PROCESSING"
+    assert row["correlation_id"] == start_corr
+    assert row["namespace"] == "ns.start"
+    assert row["started_at"] == at(1)
+    assert js(row["input_data"]) == {"a": 1}
+    assert row["workflow_steps_executed"] == 1
+
+
+async def test_completed_before_started_keeps_completed(db: asyncpg.Connection) -> None:
+    wid = uuid.uuid4()
+    completed = make_event(
+        "WORKFLOW_COMPLETED", {"workflow_id": str(wid), "stamp_id": "s"}, when=at(9)
+    )
+    started = make_event(
+        "WORKFLOW_STARTED", {"workflow_id": str(wid), "input": {"a": 1}}, when=at(1)
+    )
+    await write(db, completed)
+    assert (await workflow(db, wid))["started_at"] is None
+    await write(db, started)
+    row = await workflow(db, wid)
+    assert row["state"] == "COMPLETED"
+    assert (row["state_event_at"], row["state_event_id"]) == (at(9), completed.event_id)
+    assert row["started_at"] == at(1)
+    assert row["completed_at"] == at(9)
+    assert js(row["input_data"]) == {"a": 1}
+    assert row["stamp_id"] == "s"
+
+
+async def test_non_uuid_workflow_id_maps_to_a_stable_uuid(db: asyncpg.Connection) -> None:
+    text = "wf-2025-0001"
+    mapped = uuid.uuid5(FOREIGN_ID_NAMESPACE, text)
+    await write(db, make_event("STEP_STARTED", {"workflow_id": text, "step_id": 7}, when=at(1)))
+    await write(db, make_event("WORKFLOW_STARTED", {"workflow_id": text}, when=at(0)))
+    row = await workflow(db, mapped)
+    assert row["workflow_id"] == mapped
+    assert js(row["metadata"]) == {"original_workflow_id": text}
+    (step,) = await steps(db, mapped)
+    assert step["step_key"] == "7"
+    assert step["id"] == step_id_of(mapped, "7")
+    assert step["status"] == "RUNNING"
+
+
+async def test_a_duplicate_event_writes_nothing_again(db: asyncpg.Connection) -> None:
+    wid = uuid.uuid4()
+    transition = make_event(
+        "STATE_TRANSITION",
+        {"workflow_id": str(wid), "from_state": "a", "to_state": "b"},
+        when=at(1),
+    )
+    await write(db, transition)
+    result = await write(db, transition)
+    assert result.duplicates == [transition]
+    assert await db.fetchval("SELECT count(*) FROM fsm_transitions") == 1
+
+
+# --- rejects ------------------------------------------------------------------------------
+
+REJECTS: list[tuple[str, dict[str, Any], str]] = [
+    ("WORKFLOW_STARTED", {"namespace": "x"}, "workflow_id"),
+    ("WORKFLOW_STARTED", {"workflow_id": "   "}, "workflow_id"),
+    ("WORKFLOW_STARTED", {"workflow_id": ["a"]}, "workflow_id"),
+    ("WORKFLOW_STARTED", {"workflow_id": "w", "namespace": "n" * 201}, "namespace"),
+    ("WORKFLOW_COMPLETED", {"workflow_id": "w", "file_hash": "a" * 65}, "file_hash"),
+    ("WORKFLOW_COMPLETED", {"workflow_id": "w", "stamp_id": "s" * 256}, "stamp_id"),
+    ("HASH_GENERATED", {"workflow_id": "w"}, "file_hash"),
+    ("HASH_GENERATED", {"workflow_id": "w", "file_hash": "a" * 65}, "file_hash"),
+    (
+        "HASH_GENERATED",
+        {"workflow_id": "w", "file_hash": "a", "generation_time_ms": -1},
+        "generation_time_ms",
+    ),
+    (
+        "HASH_GENERATED",
+        {"workflow_id": "w", "file_hash": "a", "generation_time_ms": 2**31},
+        "generation_time_ms",
+    ),
+    ("STATE_TRANSITION", {"workflow_id": "w", "from_state": "a"}, "to_state"),
+    ("STATE_TRANSITION", {"workflow_id": "w", "to_state": "a"}, "from_state"),
+    ("STATE_TRANSITION", {"workflow_id": "w", "from_state": "a", "to_state": "b" * 51}, "to_state"),
+    (
+        "STATE_TRANSITION",
+        {"workflow_id": "w", "from_state": "a", "to_state": "b", "metadata": [1]},
+        "metadata",
+    ),
+    (
+        "STATE_TRANSITION",
+        {"workflow_id": "w", "from_state": "a", "to_state": "b", "triggered_by": "t" * 101},
+        "triggered_by",
+    ),
+    ("STEP_COMPLETED", {"workflow_id": "w"}, "step_id"),
+    ("STEP_COMPLETED", {"workflow_id": "w", "step_id": "s", "step_type": "t" * 51}, "step_type"),
+    ("STEP_COMPLETED", {"workflow_id": "w", "step_name": "n" * 101}, "step_name"),
+    ("STEP_COMPLETED", {"workflow_id": "w", "step_id": "i" * 101}, "step_name"),
+    ("STEP_COMPLETED", {"workflow_id": "w", "step_id": "i" * 256, "step_name": "n"}, "step_id"),
+    ("STEP_STARTED", {"workflow_id": "w", "step_id": "s", "step_order": 2**31}, "step_order"),
+    ("STEP_STARTED", {"workflow_id": "w", "step_id": "s", "step_order": "x"}, "step_order"),
+    (
+        "STEP_FAILED",
+        {"workflow_id": "w", "step_id": "s", "execution_time_ms": "slow"},
+        "execution_time_ms",
+    ),
+    ("INTELLIGENCE_RECEIVED", {"workflow_id": {"id": 1}}, "workflow_id"),
+]
+
+
+async def test_bad_payloads_are_schema_rejects_and_write_nothing(db: asyncpg.Connection) -> None:
+    events = [
+        make_event(event_type, payload, when=at(i), offset=i)
+        for i, (event_type, payload, _) in enumerate(REJECTS)
+    ]
+    good = make_event("WORKFLOW_STARTED", {"workflow_id": "good"}, when=at(99))
+    result = await write(db, *events, good)
+    assert result.new == [good]
+    assert [event for event, _ in result.rejected] == events
+    for (_, reject), (_, _, field) in zip(result.rejected, REJECTS, strict=True):
+        assert reject.kind == "schema"
+        assert reject.message.startswith(field), reject.message
+    assert await db.fetchval("SELECT count(*) FROM event_logs") == 1
+    assert await db.fetchval("SELECT count(*) FROM workflow_executions") == 1
+
+
+async def test_lenient_types_are_accepted(db: asyncpg.Connection) -> None:
+    wid = uuid.uuid4()
+    event = make_event(
+        "STEP_COMPLETED",
+        {
+            "workflow_id": str(wid),
+            "step_id": 3,
+            "step_order": "4",
+            "execution_time_ms": "12.4",
+            "unknown_field": {"kept": "in event_logs"},
+        },
+        when=at(1),
+    )
+    result = await write(db, event)
+    assert result.rejected == []
+    (row,) = await steps(db, wid)
+    assert (row["step_key"], row["step_order"], row["execution_time_ms"]) == ("3", 4, 12)
+
+
+# --- the property: any order, any batching, any duplicates converge ----------------------------
+
+WORDS = st.text(alphabet="abcdefg", min_size=1, max_size=5)
+SMALL_JSON = st.dictionaries(WORDS, st.one_of(st.integers(-3, 3), WORDS), max_size=2)
+HASHES = st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)
+STATES = st.sampled_from(["pending", "processing", "completed", "failed", "Paused"])
+Spec = tuple[str, dict[str, Any], uuid.UUID | None, uuid.UUID | None]
+
+
+Payload = tuple[str, dict[str, Any]]
+
+
+def maybe(draw: st.DrawFn, payload: dict[str, Any], key: str, value: Any) -> None:
+    """Put ``key`` in ``payload`` or leave it out: events of one entity carry what they like."""
+    if draw(st.booleans()):
+        payload[key] = value
+
+
+@st.composite
+def workflow_payloads(draw: st.DrawFn) -> list[Payload]:
+    """The workflow-level events of one workflow (no workflow_id yet)."""
+    payloads: list[Payload] = []
+    started_input = draw(SMALL_JSON)
+    # Two STARTEDs with one content: a producer's retry, not a conflict.
+    payloads += [("WORKFLOW_STARTED", {"input": started_input})] * draw(st.integers(0, 2))
+    if draw(st.booleans()):
+        completed: dict[str, Any] = {"stamp_id": draw(WORDS), "output": draw(SMALL_JSON)}
+        maybe(draw, completed, "file_hash", draw(HASHES))
+        payloads.append(("WORKFLOW_COMPLETED", completed))
+    if draw(st.booleans()):
+        payloads.append(("WORKFLOW_FAILED", {"error": draw(WORDS), "error_type": draw(WORDS)}))
+    for _ in range(draw(st.integers(0, 3))):
+        transition: dict[str, Any] = {"from_state": draw(STATES), "to_state": draw(STATES)}
+        maybe(draw, transition, "triggered_by", draw(WORDS))
+        maybe(draw, transition, "metadata", draw(SMALL_JSON))
+        payloads.append(("STATE_TRANSITION", transition))
+    for _ in range(draw(st.integers(0, 2))):
+        hashed: dict[str, Any] = {"file_hash": draw(HASHES)}
+        maybe(draw, hashed, "generation_time_ms", draw(st.floats(0, 50)))
+        payloads.append(("HASH_GENERATED", hashed))
+    for _ in range(draw(st.integers(0, 2))):
+        payloads.append(("INTELLIGENCE_RECEIVED", {"intelligence_data": draw(SMALL_JSON)}))
+    return payloads
+
+
+@st.composite
+def step_payloads(draw: st.DrawFn, step: int) -> list[Payload]:
+    """The events of one step: they agree on name, type, order and input when they carry them;
+    each terminal event has its own output and duration, and a kind may repeat (a retried
+    step, a producer's resend): neither is a conflict."""
+    by_id = draw(st.booleans())
+    name = f"{draw(WORDS)}-{step}"
+    step_type = draw(st.sampled_from(["validation", "hashing", "unknown"]))
+    order = draw(st.integers(0, 4))
+    step_input = draw(SMALL_JSON)
+    kinds = draw(
+        st.lists(
+            st.sampled_from(["STEP_STARTED", "STEP_COMPLETED", "STEP_FAILED"]),
+            min_size=1,
+            max_size=3,
+        )
+    )
+    payloads: list[Payload] = []
+    for kind in kinds:
+        payload: dict[str, Any] = {"step_id": f"step-{step}"} if by_id else {"step_name": name}
+        if by_id:
+            maybe(draw, payload, "step_name", name)
+        maybe(draw, payload, "step_type", step_type)
+        maybe(draw, payload, "step_order", order)
+        maybe(draw, payload, "input", step_input)
+        if kind != "STEP_STARTED":
+            maybe(draw, payload, "output", draw(SMALL_JSON))
+            maybe(draw, payload, "execution_time_ms", draw(st.integers(0, 100)))
+        if kind == "STEP_FAILED":
+            maybe(draw, payload, "error", draw(WORDS))
+        payloads.append((kind, payload))
+    return payloads
+
+
+@st.composite
+def workflow_specs(draw: st.DrawFn, index: int, workflow_uuid: uuid.UUID) -> list[Spec]:
+    """The events of one workflow: conflict-free (values that several events carry agree)."""
+    wid = str(workflow_uuid) if draw(st.booleans()) else f"wf-{index}-{draw(WORDS)}"
+    corr = draw(st.none() | st.uuids())
+    session = draw(st.none() | st.uuids())
+    namespace = draw(st.none() | WORDS.map(lambda w: f"ns.{w}"))
+    payloads = draw(workflow_payloads())
+    for step in range(draw(st.integers(0, 3))):
+        payloads += draw(step_payloads(step))
+    if not payloads:
+        payloads.append(("WORKFLOW_STARTED", {}))
+    specs: list[Spec] = []
+    for event_type, fields in payloads:
+        payload = {"workflow_id": wid, **fields}
+        if namespace is not None:
+            maybe(draw, payload, "namespace", namespace)
+        specs.append(
+            (
+                event_type,
+                payload,
+                corr if draw(st.booleans()) else None,
+                session if draw(st.booleans()) else None,
+            )
+        )
+    return specs
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> list[Event]:
+    count = draw(st.integers(1, 3))
+    workflow_uuids = draw(st.lists(st.uuids(), min_size=count, max_size=count, unique=True))
+    specs = [s for i, u in enumerate(workflow_uuids) for s in draw(workflow_specs(i, u))]
+    if draw(st.booleans()):  # a stamp's intelligence: a no-op here
+        specs.append(("INTELLIGENCE_RECEIVED", {"file_hash": draw(HASHES)}, None, None))
+    n = len(specs)
+    millis = draw(st.lists(st.integers(0, 10**6), min_size=n, max_size=n, unique=True))
+    ids = draw(st.lists(st.uuids(), min_size=n, max_size=n, unique=True))
+    return [
+        make_event(
+            event_type,
+            payload,
+            when=BASE + timedelta(milliseconds=ms),
+            event_id=event_id,
+            correlation_id=corr,
+            session_id=session,
+        )
+        for (event_type, payload, corr, session), ms, event_id in zip(
+            specs, millis, ids, strict=True
+        )
+    ]
+
+
+async def snapshot(db: asyncpg.Connection) -> dict[str, list[dict[str, Any]]]:
+    return {
+        "workflow_executions": [
+            dict(r) for r in await db.fetch("SELECT * FROM workflow_executions ORDER BY id")
+        ],
+        "workflow_steps": [
+            dict(r)
+            for r in await db.fetch("SELECT * FROM workflow_steps ORDER BY workflow_id, step_key")
+        ],
+        "fsm_transitions": [
+            dict(r) for r in await db.fetch("SELECT * FROM fsm_transitions ORDER BY id")
+        ],
+    }
+
+
+@settings(
+    max_examples=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(events=scenarios(), data=st.data())
+async def test_property_any_order_batching_and_duplicates_converge(
+    db: asyncpg.Connection, events: list[Event], data: st.DataObject
+) -> None:
+    await db.execute(f"TRUNCATE {TABLES}")
+    in_order = sorted(events, key=lambda e: e.order_key)
+    await write(db, *in_order)
+    expected = await snapshot(db)
+    assert len(expected["workflow_executions"]) == len(
+        {e.payload["workflow_id"] for e in events if "workflow_id" in e.payload}
+    )
+
+    await db.execute(f"TRUNCATE {TABLES}")
+    duplicates = data.draw(st.lists(st.sampled_from(events), max_size=6), label="duplicates")
+    # A redelivery comes from another offset: same envelope, new position.
+    redelivered = [Event(e.envelope, e.topic, e.partition, e.offset + 1000) for e in duplicates]
+    sequence = data.draw(st.permutations(events + redelivered), label="sequence")
+    cuts = data.draw(
+        st.lists(st.integers(1, max(1, len(sequence) - 1)), max_size=6, unique=True),
+        label="cuts",
+    )
+    bounds = [0, *sorted(cuts), len(sequence)]
+    for start, end in itertools.pairwise(bounds):
+        if start < end:
+            await write(db, *sequence[start:end])
+    assert await snapshot(db) == expected
