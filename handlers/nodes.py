@@ -1,0 +1,401 @@
+"""node_registrations: NODE_INTROSPECTION and NODE_HEARTBEAT, one row per node.
+
+What is written (contract section 3, seed 000 table 5, migrations 005 and 012):
+
+- The row of a node is keyed by ``node_id``; ``id = uuid5(FOREIGN_ID_NAMESPACE, "node/" + node
+  uuid)`` so ids match across runs. A node id that is not a UUID maps to its stable uuid5
+  (``handlers.base.as_uuid``) and the text is kept in ``metadata.original_node_id``.
+- **state aspect** (``state_event_at`` / ``state_event_id``): the newest NODE_INTROSPECTION sets
+  node_type, node_version, endpoint_url and the node's facts in ``metadata`` (capabilities,
+  endpoints and every other payload key not stored in a column). ``registered_at`` is the
+  LEAST of the introspection times.
+- **heartbeat aspect** (``heartbeat_event_at`` / ``heartbeat_event_id``): the newest NODE_HEARTBEAT
+  sets ``metadata.last_heartbeat`` (uptime, resource usage, active operations and the rest of
+  its payload). Heartbeats of one node in one batch are coalesced into one write.
+- **health_status** is written by both aspects: it is the value of the newest event of either
+  type, by (event_timestamp, event_id), whatever the arrival order. An introspection says
+  ``HEALTHY`` unless its payload gives a health_status.
+
+Decisions where the contract is silent:
+
+- **Health values.** Stored upper case. Allowed: the seed's HEALTHY, DEGRADED, UNHEALTHY, plus
+  CRITICAL and RECOVERING, which the bridge's own heartbeat model (``EnumNodeHealthStatus`` of
+  omninode_bridge) sends; anything else is a ``schema`` reject naming the allowed values.
+- **node_type** is stored upper case (the seed's vocabulary: ORCHESTRATOR, REDUCER, ...; the
+  producers send ``reducer``), as bridge_states does, so one node type is one value.
+- **last_heartbeat** is the newest time the node was heard from, introspection included
+  (GREATEST of both types' event times): the seed's own registration sets it, and its
+  "discover healthy nodes" query would otherwise skip a node registered but not yet beating.
+- **A heartbeat before any introspection** creates a placeholder: node_type from the heartbeat
+  (the newest heartbeat's while no introspection has arrived), node_version ``'unknown'``,
+  endpoint_url ``''``, registered_at NULL and a NULL state ordering pair, so the introspection
+  fills them in whenever it arrives.
+- **node_version** may arrive as a semver object (``{"major", "minor", "patch"}``, as later
+  producers send ``ModelSemVer``): it is stored as ``"major.minor.patch"``. Missing: ``'unknown'``.
+- **endpoint_url**, when not given, is taken from the introspection's ``endpoints`` map
+  (``api``, else ``health``, else the first name in sorted order); none: ``''``.
+- ``metadata.last_heartbeat`` is reserved: an introspection key of that name is not kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Final
+from uuid import UUID, uuid5
+
+import asyncpg
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    StringConstraints,
+    ValidationError,
+)
+
+from handlers.base import Event, Item, Reject, as_uuid, jsonb
+from handlers.envelope import FOREIGN_ID_NAMESPACE, EventType
+
+# Column sizes of node_registrations (migration 005).
+NODE_TYPE_MAX_CHARS: Final = 50
+NODE_VERSION_MAX_CHARS: Final = 20
+ENDPOINT_URL_MAX_CHARS: Final = 500
+
+# The seed's values, and the two more the bridge's heartbeat producer sends.
+HEALTH_VALUES: Final = ("HEALTHY", "DEGRADED", "UNHEALTHY", "CRITICAL", "RECOVERING")
+INTROSPECTION_HEALTH: Final = "HEALTHY"
+PLACEHOLDER_VERSION: Final = "unknown"
+PLACEHOLDER_ENDPOINT: Final = ""
+HEARTBEAT_KEY: Final = "last_heartbeat"
+ORIGINAL_ID_KEY: Final = "original_node_id"
+
+# Payload keys stored in columns (or identifying the node), not repeated in metadata.
+_INTROSPECTION_COLUMNS: Final = frozenset(
+    {"node_id", "node_type", "node_version", "endpoint_url", "health_status", HEARTBEAT_KEY}
+)
+_HEARTBEAT_COLUMNS: Final = frozenset({"node_id", "node_type", "health_status"})
+_ENDPOINT_PREFERENCE: Final = ("api", "health")
+_MESSAGE_MAX_ERRORS: Final = 5
+
+
+def node_row_id(node: UUID) -> UUID:
+    """The ``id`` of a node's row: stable across runs, replays and sinks."""
+    return uuid5(FOREIGN_ID_NAMESPACE, f"node/{node}")
+
+
+# --- payloads ----------------------------------------------------------------------------------
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+def _upper(limit: int) -> Any:
+    def check(value: str) -> str:
+        upper = value.strip().upper()
+        if not upper:
+            raise ValueError("must not be blank")
+        # Checked after upper-casing: it can lengthen a string ('ß' -> 'SS').
+        if len(upper) > limit:
+            raise ValueError(f"longer than {limit} characters")
+        return upper
+
+    return check
+
+
+def _health(value: str) -> str:
+    upper = value.strip().upper()
+    if upper not in HEALTH_VALUES:
+        raise ValueError(f"must be one of {', '.join(v.lower() for v in HEALTH_VALUES)}")
+    return upper
+
+
+def _semver_text(value: Any) -> Any:
+    if isinstance(value, dict) and {"major", "minor", "patch"} <= value.keys():
+        return f"{value['major']}.{value['minor']}.{value['patch']}"
+    return value
+
+
+NodeId = Annotated[str, AfterValidator(_not_blank)]
+NodeType = Annotated[str, AfterValidator(_upper(NODE_TYPE_MAX_CHARS))]
+Health = Annotated[str, AfterValidator(_health)]
+NodeVersion = Annotated[
+    str,
+    BeforeValidator(_semver_text),
+    StringConstraints(min_length=1, max_length=NODE_VERSION_MAX_CHARS),
+]
+EndpointUrl = Annotated[str, StringConstraints(max_length=ENDPOINT_URL_MAX_CHARS)]
+
+
+class _NodePayload(BaseModel):
+    # Producers we do not control add fields: extra keys are allowed (and kept in metadata).
+    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
+
+    node_id: NodeId
+    node_type: NodeType
+
+
+class _IntrospectionPayload(_NodePayload):
+    node_version: NodeVersion | None = None
+    endpoint_url: EndpointUrl | None = None
+    endpoints: dict[str, Any] | None = None
+    capabilities: dict[str, Any] | None = None
+    health_status: Health | None = None
+
+
+class _HeartbeatPayload(_NodePayload):
+    health_status: Health
+
+
+def _schema_reject(exc: ValidationError) -> Reject:
+    # Field paths and pydantic's reasons only: never the value (it may be large or secret).
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        where = ".".join(str(part) for part in error["loc"]) or "payload"
+        reason = "missing (required)" if error["type"] == "missing" else error["msg"]
+        problems.append(f"{where}: {reason}")
+    shown = "; ".join(problems[:_MESSAGE_MAX_ERRORS])
+    if len(problems) > _MESSAGE_MAX_ERRORS:
+        shown += f"; and {len(problems) - _MESSAGE_MAX_ERRORS} more"
+    return Reject("schema", shown)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRef:
+    uuid: UUID
+    # The producer's text when it was not a UUID (kept in metadata.original_node_id).
+    original_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Introspection:
+    node: NodeRef
+    node_type: str
+    node_version: str
+    endpoint_url: str
+    health_status: str
+    facts: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    node: NodeRef
+    node_type: str
+    health_status: str
+    facts: dict[str, Any]
+
+
+NodePayload = Introspection | Heartbeat
+
+
+def _node_ref(text: str) -> NodeRef:
+    try:
+        return NodeRef(uuid=UUID(text), original_id=None)
+    except ValueError:
+        return NodeRef(uuid=as_uuid(text), original_id=text)
+
+
+def _endpoint_of(model: _IntrospectionPayload) -> str:
+    if model.endpoint_url is not None:
+        return model.endpoint_url
+    endpoints = {k: v for k, v in (model.endpoints or {}).items() if isinstance(v, str)}
+    names: list[str] = [n for n in _ENDPOINT_PREFERENCE if n in endpoints] or sorted(endpoints)
+    if not names:
+        return PLACEHOLDER_ENDPOINT
+    url = endpoints[names[0]]
+    if len(url) > ENDPOINT_URL_MAX_CHARS:
+        raise Reject(
+            "schema",
+            f"endpoints.{names[0]}: longer than {ENDPOINT_URL_MAX_CHARS} characters "
+            "(endpoint_url is taken from it)",
+        )
+    return url
+
+
+def _facts(payload: dict[str, Any], stored: frozenset[str], node: NodeRef) -> dict[str, Any]:
+    facts = {k: v for k, v in payload.items() if k not in stored}
+    if node.original_id is not None:
+        facts[ORIGINAL_ID_KEY] = node.original_id
+    return facts
+
+
+# --- SQL ---------------------------------------------------------------------------------------
+
+# A NULL ordering pair sorts below every real event (placeholder, or "this input row has no
+# event of that aspect"), so one strict comparison says whether an aspect moves.
+_NIL = "'00000000-0000-0000-0000-000000000000'::uuid"
+
+
+def _pair(row: str, aspect: str) -> str:
+    return (
+        f"(COALESCE({row}.{aspect}_event_at, '-infinity'::timestamptz), "
+        f"COALESCE({row}.{aspect}_event_id, {_NIL}))"
+    )
+
+
+_STATE_MOVES = f"{_pair('excluded', 'state')} > {_pair('t', 'state')}"
+_HEARTBEAT_MOVES = f"{_pair('excluded', 'heartbeat')} > {_pair('t', 'heartbeat')}"
+# health_status belongs to the newest event of either aspect: it moves when the input's newest
+# event of some aspect is newer than both stored pairs.
+_HEALTH_MOVES = (
+    f"(({_pair('excluded', 'state')} > {_pair('t', 'state')} "
+    f"AND {_pair('excluded', 'state')} > {_pair('t', 'heartbeat')}) "
+    f"OR ({_pair('excluded', 'heartbeat')} > {_pair('t', 'state')} "
+    f"AND {_pair('excluded', 'heartbeat')} > {_pair('t', 'heartbeat')}))"
+)
+
+_UPSERT = f"""
+INSERT INTO node_registrations AS t (
+    id, node_id, node_type, node_version, endpoint_url, health_status, last_heartbeat,
+    registered_at, metadata, state_event_at, state_event_id, heartbeat_event_at,
+    heartbeat_event_id
+)
+SELECT v.id, v.node_id, v.node_type, v.node_version, v.endpoint_url, v.health_status,
+       v.last_heartbeat, v.registered_at, v.metadata::jsonb, v.state_event_at, v.state_event_id,
+       v.heartbeat_event_at, v.heartbeat_event_id
+FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::timestamptz[], $8::timestamptz[], $9::text[], $10::timestamptz[], $11::uuid[],
+            $12::timestamptz[], $13::uuid[])
+    AS v(id, node_id, node_type, node_version, endpoint_url, health_status, last_heartbeat,
+         registered_at, metadata, state_event_at, state_event_id, heartbeat_event_at,
+         heartbeat_event_id)
+ON CONFLICT (node_id) DO UPDATE SET
+    node_type = CASE
+        WHEN {_STATE_MOVES} THEN excluded.node_type
+        -- still a placeholder: the newest heartbeat's node_type
+        WHEN t.state_event_at IS NULL AND {_HEARTBEAT_MOVES} THEN excluded.node_type
+        ELSE t.node_type END,
+    node_version = CASE WHEN {_STATE_MOVES} THEN excluded.node_version ELSE t.node_version END,
+    endpoint_url = CASE WHEN {_STATE_MOVES} THEN excluded.endpoint_url ELSE t.endpoint_url END,
+    health_status = CASE WHEN {_HEALTH_MOVES} THEN excluded.health_status
+                         ELSE t.health_status END,
+    last_heartbeat = GREATEST(t.last_heartbeat, excluded.last_heartbeat),
+    registered_at = LEAST(t.registered_at, excluded.registered_at),
+    metadata = (CASE WHEN {_STATE_MOVES} THEN excluded.metadata ELSE t.metadata END
+                - '{HEARTBEAT_KEY}')
+        || CASE WHEN {_HEARTBEAT_MOVES}
+                THEN jsonb_build_object('{HEARTBEAT_KEY}', excluded.metadata -> '{HEARTBEAT_KEY}')
+                WHEN t.metadata ? '{HEARTBEAT_KEY}'
+                THEN jsonb_build_object('{HEARTBEAT_KEY}', t.metadata -> '{HEARTBEAT_KEY}')
+                ELSE '{{}}'::jsonb END,
+    state_event_at = CASE WHEN {_STATE_MOVES} THEN excluded.state_event_at
+                          ELSE t.state_event_at END,
+    state_event_id = CASE WHEN {_STATE_MOVES} THEN excluded.state_event_id
+                          ELSE t.state_event_id END,
+    heartbeat_event_at = CASE WHEN {_HEARTBEAT_MOVES} THEN excluded.heartbeat_event_at
+                              ELSE t.heartbeat_event_at END,
+    heartbeat_event_id = CASE WHEN {_HEARTBEAT_MOVES} THEN excluded.heartbeat_event_id
+                              ELSE t.heartbeat_event_id END
+WHERE {_STATE_MOVES} OR {_HEARTBEAT_MOVES}
+   OR LEAST(t.registered_at, excluded.registered_at) IS DISTINCT FROM t.registered_at
+"""
+
+
+# --- the batch reduced to one input row per node -------------------------------------------------
+
+
+@dataclass
+class _NodeInput:
+    node: NodeRef
+    introspection: Item[Introspection] | None = None
+    heartbeat: Item[Heartbeat] | None = None
+    registered_at: datetime | None = None
+    last_seen: datetime | None = None
+
+    def add(self, item: Item[NodePayload]) -> None:
+        payload = item.payload
+        at = item.event.at
+        self.last_seen = at if self.last_seen is None else max(self.last_seen, at)
+        if isinstance(payload, Introspection):
+            self.registered_at = at if self.registered_at is None else min(self.registered_at, at)
+            held_i = self.introspection
+            if held_i is None or item.event.order_key > held_i.event.order_key:
+                self.introspection = Item(item.event, payload)
+        else:
+            held_h = self.heartbeat
+            if held_h is None or item.event.order_key > held_h.event.order_key:
+                self.heartbeat = Item(item.event, payload)
+
+    def row(self) -> tuple[Any, ...]:
+        intro, beat = self.introspection, self.heartbeat
+        # The input's newest event of either type gives health_status (and, without an
+        # introspection, node_type).
+        _, health_status, node_type = max(
+            (i.event.order_key, i.payload.health_status, i.payload.node_type)
+            for i in (intro, beat)
+            if i is not None
+        )
+        metadata: dict[str, Any] = dict(intro.payload.facts) if intro is not None else {}
+        if self.node.original_id is not None:
+            metadata[ORIGINAL_ID_KEY] = self.node.original_id
+        if beat is not None:
+            metadata[HEARTBEAT_KEY] = beat.payload.facts
+        return (
+            node_row_id(self.node.uuid),
+            self.node.uuid,
+            intro.payload.node_type if intro is not None else node_type,
+            intro.payload.node_version if intro is not None else PLACEHOLDER_VERSION,
+            intro.payload.endpoint_url if intro is not None else PLACEHOLDER_ENDPOINT,
+            health_status,
+            self.last_seen,
+            self.registered_at,
+            jsonb(metadata),
+            intro.event.at if intro is not None else None,
+            intro.event.event_id if intro is not None else None,
+            beat.event.at if beat is not None else None,
+            beat.event.event_id if beat is not None else None,
+        )
+
+
+# --- handler -----------------------------------------------------------------------------------
+
+
+class NodesHandler:
+    """NODE_INTROSPECTION and NODE_HEARTBEAT -> node_registrations."""
+
+    name = "nodes"
+    event_types = frozenset({EventType.NODE_INTROSPECTION.value, EventType.NODE_HEARTBEAT.value})
+
+    def parse(self, event: Event) -> NodePayload:
+        if event.event_type == EventType.NODE_HEARTBEAT:
+            try:
+                beat = _HeartbeatPayload.model_validate(event.payload)
+            except ValidationError as exc:
+                raise _schema_reject(exc) from None
+            node = _node_ref(beat.node_id)
+            return Heartbeat(
+                node=node,
+                node_type=beat.node_type,
+                health_status=beat.health_status,
+                facts=_facts(event.payload, _HEARTBEAT_COLUMNS, node),
+            )
+        try:
+            intro = _IntrospectionPayload.model_validate(event.payload)
+        except ValidationError as exc:
+            raise _schema_reject(exc) from None
+        node = _node_ref(intro.node_id)
+        return Introspection(
+            node=node,
+            node_type=intro.node_type,
+            node_version=intro.node_version or PLACEHOLDER_VERSION,
+            endpoint_url=_endpoint_of(intro),
+            health_status=intro.health_status or INTROSPECTION_HEALTH,
+            facts=_facts(event.payload, _INTROSPECTION_COLUMNS, node),
+        )
+
+    async def apply(self, conn: asyncpg.Connection, items: Sequence[Item[NodePayload]]) -> None:
+        if not items:
+            return
+        inputs: dict[UUID, _NodeInput] = {}
+        for item in items:
+            node = item.payload.node
+            inputs.setdefault(node.uuid, _NodeInput(node)).add(item)
+        rows = [inputs[key].row() for key in sorted(inputs)]  # sorted: a stable lock order
+        await conn.execute(_UPSERT, *(list(column) for column in zip(*rows, strict=True)))
+
+
+NODES = NodesHandler()

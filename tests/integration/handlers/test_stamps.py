@@ -1,0 +1,519 @@
+"""metadata_stamps through the batch driver: STAMP_CREATED and the stamp half of
+INTELLIGENCE_RECEIVED, conflicts, order tolerance, races between two sinks."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from handlers import batch
+from handlers.base import Event
+from handlers.envelope import FOREIGN_ID_NAMESPACE, Envelope
+from handlers.stamps import STAMPS
+
+BASE = datetime(2025, 10, 15, 12, 0, tzinfo=UTC)
+SLUG = {
+    "STAMP_CREATED": "metadata-stamp-created",
+    "INTELLIGENCE_RECEIVED": "onextree-intelligence-received",
+}
+
+
+def at(seconds: float) -> datetime:
+    return BASE + timedelta(seconds=seconds)
+
+
+def make_event(
+    event_type: str,
+    payload: dict[str, Any],
+    *,
+    seconds: float = 0,
+    event_id: uuid.UUID | None = None,
+    offset: int = 0,
+) -> Event:
+    envelope = Envelope.from_wire(
+        {
+            "event_id": str(event_id or uuid.uuid4()),
+            "event_type": event_type,
+            "event_timestamp": at(seconds).isoformat(),
+            "source_node_id": "orchestrator-1",
+            "payload": payload,
+        }
+    )
+    slug = SLUG.get(envelope.event_type, "test-event")
+    return Event(envelope, f"dev.omninode_bridge.onex.evt.{slug}.v1", 0, offset)
+
+
+def stamp(
+    stamp_id: str,
+    file_hash: str,
+    *,
+    seconds: float = 0,
+    event_id: uuid.UUID | None = None,
+    **extra: Any,
+) -> Event:
+    payload: dict[str, Any] = {
+        "stamp_id": stamp_id,
+        "file_hash": file_hash,
+        "namespace": "omniclaude.docs",
+        "stamp_data": {"stamp": f"data of {stamp_id}"},
+        **extra,
+    }
+    return make_event("STAMP_CREATED", payload, seconds=seconds, event_id=event_id)
+
+
+def intelligence(
+    payload: dict[str, Any], *, seconds: float = 0, event_id: uuid.UUID | None = None
+) -> Event:
+    return make_event("INTELLIGENCE_RECEIVED", payload, seconds=seconds, event_id=event_id)
+
+
+async def write(conn: asyncpg.Connection, events: Sequence[Event]) -> batch.BatchResult:
+    placed = [Event(e.envelope, e.topic, e.partition, i) for i, e in enumerate(events)]
+    async with conn.transaction():
+        return await batch.write(conn, placed, [STAMPS])
+
+
+def loads(value: str | None) -> Any:
+    return None if value is None else orjson.loads(value)
+
+
+async def row(conn: asyncpg.Connection, stamp_id: str) -> dict[str, Any] | None:
+    record = await conn.fetchrow("SELECT * FROM metadata_stamps WHERE stamp_id = $1", stamp_id)
+    if record is None:
+        return None
+    out = dict(record)
+    for column in ("stamp_data", "file_metadata", "intelligence_data"):
+        out[column] = loads(out[column])
+    return out
+
+
+SNAPSHOT = """
+SELECT id, stamp_id, file_hash, namespace, stamp_data::text, file_metadata::text,
+       intelligence_data::text, created_at, metadata_version, intelligence_event_at,
+       intelligence_event_id
+FROM metadata_stamps ORDER BY stamp_id
+"""
+
+
+async def snapshot(conn: asyncpg.Connection) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in await conn.fetch(SNAPSHOT)]
+
+
+# --- STAMP_CREATED ---------------------------------------------------------------------------
+
+
+async def test_stamp_created_writes_its_row(db: asyncpg.Connection) -> None:
+    event = stamp(
+        "stamp_abc123",
+        "b3" + "0" * 62,
+        seconds=5,
+        file_metadata={"content_type": "text/plain", "size": 12},
+    )
+    result = await write(db, [event])
+    assert [e.event_id for e in result.new] == [event.event_id]
+    assert await row(db, "stamp_abc123") == {
+        "id": uuid.uuid5(FOREIGN_ID_NAMESPACE, "stamp/stamp_abc123"),
+        "stamp_id": "stamp_abc123",
+        "file_hash": "b3" + "0" * 62,
+        "namespace": "omniclaude.docs",
+        "stamp_data": {"stamp": "data of stamp_abc123"},
+        "file_metadata": {"content_type": "text/plain", "size": 12},
+        "intelligence_data": {},
+        "created_at": at(5),
+        "metadata_version": "0.1",
+        "intelligence_event_at": None,
+        "intelligence_event_id": None,
+    }
+
+
+async def test_stamp_created_by_alias_with_version_and_numeric_id(db: asyncpg.Connection) -> None:
+    event = make_event(
+        "metadata.stamp.created",
+        {
+            "stamp_id": 42,
+            "file_hash": "h42",
+            "namespace": "ns",
+            "stamp_data": {},
+            "metadata_version": "1.0",
+            "producer_extra": [1, 2],
+        },
+    )
+    await write(db, [event])
+    got = await row(db, "42")
+    assert got is not None
+    assert got["metadata_version"] == "1.0"
+    assert got["file_metadata"] == {}
+    assert got["stamp_data"] == {}
+
+
+async def test_same_stamp_again_keeps_the_oldest_event(db: asyncpg.Connection) -> None:
+    await write(db, [stamp("s1", "h1", seconds=10, stamp_data={"v": "newer"})])
+    # An older STAMP_CREATED of the same (stamp_id, file_hash): not a conflict; its facts win.
+    result = await write(db, [stamp("s1", "h1", seconds=3, stamp_data={"v": "older"})])
+    assert len(result.new) == 1
+    assert not result.rejected
+    got = await row(db, "s1")
+    assert got is not None
+    assert (got["created_at"], got["stamp_data"]) == (at(3), {"v": "older"})
+    # A newer one changes nothing.
+    await write(db, [stamp("s1", "h1", seconds=20, stamp_data={"v": "newest"})])
+    again = await row(db, "s1")
+    assert again == got
+    assert await db.fetchval("SELECT count(*) FROM metadata_stamps") == 1
+
+
+async def test_same_stamp_twice_in_one_batch_keeps_the_oldest(db: asyncpg.Connection) -> None:
+    result = await write(
+        db,
+        [
+            stamp("s1", "h1", seconds=10, stamp_data={"v": "newer"}),
+            stamp("s1", "h1", seconds=3, stamp_data={"v": "older"}),
+        ],
+    )
+    assert len(result.new) == 2
+    got = await row(db, "s1")
+    assert got is not None
+    assert (got["created_at"], got["stamp_data"]) == (at(3), {"v": "older"})
+
+
+# --- conflicts -------------------------------------------------------------------------------
+
+
+async def test_conflict_in_one_batch_rejects_the_later_event(db: asyncpg.Connection) -> None:
+    first = stamp("s1", "h1", seconds=10)
+    same_hash = stamp("s2", "h1", seconds=1)  # older, but later in offset order: rejected
+    same_stamp = stamp("s1", "h9", seconds=2)
+    other = stamp("s3", "h3", seconds=3)
+    result = await write(db, [first, same_hash, same_stamp, other])
+
+    assert {e.event_id for e in result.new} == {first.event_id, other.event_id}
+    rejected = {e.event_id: r for e, r in result.rejected}
+    assert rejected.keys() == {same_hash.event_id, same_stamp.event_id}
+    assert {r.kind for r in rejected.values()} == {"conflict"}
+    assert "'h1'" in rejected[same_hash.event_id].message
+    assert "'s1'" in rejected[same_hash.event_id].message
+    assert "'s2'" in rejected[same_hash.event_id].message
+    assert "'h1'" in rejected[same_stamp.event_id].message
+    assert "'h9'" in rejected[same_stamp.event_id].message
+
+    stored = await db.fetch("SELECT stamp_id, file_hash FROM metadata_stamps ORDER BY stamp_id")
+    assert [tuple(r) for r in stored] == [("s1", "h1"), ("s3", "h3")]
+    logged = {r["id"] for r in await db.fetch("SELECT id FROM event_logs")}
+    assert logged == {first.event_id, other.event_id}
+
+
+async def test_conflict_with_a_stored_stamp(db: asyncpg.Connection) -> None:
+    await write(db, [stamp("s1", "h1")])
+    same_hash = stamp("s2", "h1")
+    same_stamp = stamp("s1", "h2")
+    fine = stamp("s3", "h3")
+    result = await write(db, [same_hash, same_stamp, fine])
+    assert [e.event_id for e in result.new] == [fine.event_id]
+    assert {(e.event_id, r.kind) for e, r in result.rejected} == {
+        (same_hash.event_id, "conflict"),
+        (same_stamp.event_id, "conflict"),
+    }
+    stored = await db.fetch("SELECT stamp_id, file_hash FROM metadata_stamps ORDER BY stamp_id")
+    assert [tuple(r) for r in stored] == [("s1", "h1"), ("s3", "h3")]
+
+
+async def test_stored_stamp_counts_before_the_batch(db: asyncpg.Connection) -> None:
+    # The batch's first claim of s2 conflicts with what is stored, so it claims nothing and the
+    # batch's next event for s2 is judged on its own.
+    await write(db, [stamp("s1", "h1")])
+    loses = stamp("s2", "h1")
+    wins = stamp("s2", "h2")
+    result = await write(db, [loses, wins])
+    assert [e.event_id for e in result.new] == [wins.event_id]
+    assert [e.event_id for e, _ in result.rejected] == [loses.event_id]
+
+
+# --- INTELLIGENCE_RECEIVED -------------------------------------------------------------------
+
+
+async def test_intelligence_sets_the_stamp_newest_wins(db: asyncpg.Connection) -> None:
+    await write(db, [stamp("s1", "h1", seconds=1)])
+    newest = intelligence(
+        {"file_hash": "h1", "intelligence_data": {"analysis_type": "security", "score": 0.9}},
+        seconds=20,
+    )
+    await write(db, [newest])
+    got = await row(db, "s1")
+    assert got is not None
+    assert got["intelligence_data"] == {"analysis_type": "security", "score": 0.9}
+    assert (got["intelligence_event_at"], got["intelligence_event_id"]) == (
+        at(20),
+        newest.event_id,
+    )
+    # An older one arriving later (a replay, another partition) does not move it back.
+    await write(db, [intelligence({"file_hash": "h1", "intelligence_data": {"old": 1}}, seconds=9)])
+    assert await row(db, "s1") == got
+    # Same time, larger event id: newer by (event_timestamp, event_id).
+    tie = intelligence(
+        {"file_hash": "h1", "intelligence_data": {"tie": 1}},
+        seconds=20,
+        event_id=uuid.UUID(int=newest.event_id.int + 1),
+    )
+    await write(db, [tie])
+    got = await row(db, "s1")
+    assert got is not None
+    assert got["intelligence_data"] == {"tie": 1}
+    assert got["intelligence_event_id"] == tie.event_id
+
+
+async def test_intelligence_data_is_read_like_the_workflow_handler(
+    db: asyncpg.Connection,
+) -> None:
+    await write(db, [stamp("a", "ha"), stamp("b", "hb"), stamp("c", "hc")])
+    await write(
+        db,
+        [
+            intelligence({"file_hash": "ha", "intelligence_data": None, "intelligence": [1, 2]}),
+            intelligence(
+                {
+                    "file_hash": "hb",
+                    "workflow_id": str(uuid.uuid4()),
+                    "namespace": "ns",
+                    "timestamp": "x",
+                    "analysis": "ok",
+                }
+            ),
+            intelligence({"file_hash": "hc", "intelligence_data": "plain text"}),
+        ],
+    )
+    assert [r["intelligence_data"] for r in await db.fetch(SNAPSHOT)] == [
+        "[1, 2]",
+        '{"analysis": "ok"}',
+        '"plain text"',
+    ]
+
+
+async def test_intelligence_without_a_stamp_or_hash_writes_nothing(db: asyncpg.Connection) -> None:
+    no_hash = intelligence({"workflow_id": str(uuid.uuid4()), "intelligence_data": {"a": 1}})
+    unknown = intelligence({"file_hash": "nobody", "intelligence_data": {"a": 1}})
+    blank = intelligence({"file_hash": "", "intelligence_data": {"a": 1}})
+    result = await write(db, [no_hash, unknown, blank])
+    assert len(result.new) == 3
+    assert not result.rejected
+    assert await db.fetchval("SELECT count(*) FROM metadata_stamps") == 0
+
+
+async def test_intelligence_before_its_stamp_in_earlier_batches(db: asyncpg.Connection) -> None:
+    older = intelligence({"file_hash": "h1", "intelligence_data": {"v": "older"}}, seconds=5)
+    newer = intelligence({"file_hash": "h1", "intelligence_data": {"v": "newer"}}, seconds=8)
+    other_hash = intelligence({"file_hash": "h2", "intelligence_data": {"v": "other"}}, seconds=9)
+    await write(db, [newer])
+    await write(db, [older, other_hash])
+    await write(db, [stamp("s1", "h1", seconds=1)])
+    got = await row(db, "s1")
+    assert got is not None
+    assert got["intelligence_data"] == {"v": "newer"}
+    assert (got["intelligence_event_at"], got["intelligence_event_id"]) == (at(8), newer.event_id)
+
+
+async def test_intelligence_before_its_stamp_in_the_same_batch(db: asyncpg.Connection) -> None:
+    first = intelligence({"file_hash": "h1", "intelligence_data": {"v": 1}}, seconds=5)
+    created = stamp("s1", "h1", seconds=1)
+    after = intelligence({"file_hash": "h1", "intelligence_data": {"v": 2}}, seconds=3)
+    await write(db, [first, created, after])
+    got = await row(db, "s1")
+    assert got is not None
+    assert got["intelligence_data"] == {"v": 1}
+    assert got["intelligence_event_id"] == first.event_id
+
+
+async def test_rejected_stamp_leaves_intelligence_for_the_right_one(
+    db: asyncpg.Connection,
+) -> None:
+    # The conflicting event's retry must not lose the batch's intelligence for the winner.
+    info = intelligence({"file_hash": "h1", "intelligence_data": {"v": 1}}, seconds=2)
+    result = await write(db, [stamp("s1", "h1"), stamp("s2", "h1"), info])
+    assert len(result.rejected) == 1
+    got = await row(db, "s1")
+    assert got is not None
+    assert got["intelligence_data"] == {"v": 1}
+
+
+# --- rejects from parse ----------------------------------------------------------------------
+
+
+async def test_schema_rejects(db: asyncpg.Connection) -> None:
+    good: dict[str, Any] = {
+        "stamp_id": "s",
+        "file_hash": "h",
+        "namespace": "ns",
+        "stamp_data": {"a": 1},
+    }
+    cases: dict[str, tuple[str, dict[str, Any]]] = {
+        "stamp_id": ("STAMP_CREATED", {k: v for k, v in good.items() if k != "stamp_id"}),
+        "stamp_id ": ("STAMP_CREATED", {**good, "stamp_id": "x" * 101}),
+        "file_hash": ("STAMP_CREATED", {**good, "file_hash": 1234}),
+        "file_hash ": ("STAMP_CREATED", {**good, "file_hash": "h" * 257}),
+        "namespace": ("STAMP_CREATED", {**good, "namespace": "n" * 201}),
+        "stamp_data": ("STAMP_CREATED", {**good, "stamp_data": [1, 2]}),
+        "file_metadata": ("STAMP_CREATED", {**good, "file_metadata": "big"}),
+        "metadata_version": ("STAMP_CREATED", {**good, "metadata_version": "0.1.0-rc.1234"}),
+        "file_hash  ": ("INTELLIGENCE_RECEIVED", {"file_hash": {"nested": 1}}),
+    }
+    events = {field: make_event(t, p) for field, (t, p) in cases.items()}
+    result = await write(db, list(events.values()))
+    assert not result.new
+    by_id = {e.event_id: r for e, r in result.rejected}
+    for field, event in events.items():
+        reject = by_id[event.event_id]
+        assert reject.kind == "schema"
+        assert reject.message.startswith(field.strip() + ":"), (field, reject.message)
+    assert "x" * 50 not in " ".join(r.message for r in by_id.values())
+    assert await db.fetchval("SELECT count(*) FROM event_logs") == 0
+    assert await db.fetchval("SELECT count(*) FROM metadata_stamps") == 0
+
+
+# --- races between two sinks -----------------------------------------------------------------
+
+
+async def _wait_until_blocked(observer: asyncpg.Connection, pid: int) -> None:
+    for _ in range(200):
+        waiting = await observer.fetchval(
+            "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the other sink never blocked")
+
+
+async def _concurrently(
+    db: asyncpg.Connection, db_url: str, first: list[Event], second: list[Event]
+) -> tuple[batch.BatchResult, batch.BatchResult]:
+    """``first`` written and left uncommitted; ``second`` started on another connection; then
+    ``first`` commits and ``second`` finishes."""
+    other = await asyncpg.connect(db_url)
+    try:
+        tx = db.transaction()
+        await tx.start()
+        first_result = await batch.write(db, first, [STAMPS])
+
+        async def second_sink() -> batch.BatchResult:
+            async with other.transaction():
+                return await batch.write(other, second, [STAMPS])
+
+        task = asyncio.create_task(second_sink())
+        await _wait_until_blocked(db, other.get_server_pid())
+        await tx.commit()
+        return first_result, await asyncio.wait_for(task, 10)
+    finally:
+        await other.close()
+
+
+async def test_race_on_a_stamp_id_is_a_conflict(db: asyncpg.Connection, db_url: str) -> None:
+    # Different hashes: no shared lock; the second sink's INSERT waits on the first's row and
+    # then finds it in its second look.
+    loser = stamp("s1", "h2")
+    _, second = await _concurrently(db, db_url, [stamp("s1", "h1")], [loser])
+    assert [(e.event_id, r.kind) for e, r in second.rejected] == [(loser.event_id, "conflict")]
+    assert await db.fetchval("SELECT count(*) FROM event_logs WHERE id = $1", loser.event_id) == 0
+    stored = await db.fetch("SELECT stamp_id, file_hash FROM metadata_stamps")
+    assert [tuple(r) for r in stored] == [("s1", "h1")]
+
+
+async def test_race_on_a_file_hash_is_a_conflict(db: asyncpg.Connection, db_url: str) -> None:
+    loser = stamp("s2", "h1")
+    _, second = await _concurrently(db, db_url, [stamp("s1", "h1")], [loser])
+    assert [(e.event_id, r.kind) for e, r in second.rejected] == [(loser.event_id, "conflict")]
+
+
+async def test_race_on_the_same_stamp_is_a_duplicate(db: asyncpg.Connection, db_url: str) -> None:
+    older = stamp("s1", "h1", seconds=1, stamp_data={"v": "older"})
+    _, second = await _concurrently(
+        db, db_url, [stamp("s1", "h1", seconds=9, stamp_data={"v": "newer"})], [older]
+    )
+    assert not second.rejected
+    got = await row(db, "s1")
+    assert got is not None
+    assert (got["created_at"], got["stamp_data"]) == (at(1), {"v": "older"})
+
+
+async def test_race_stamp_then_intelligence(db: asyncpg.Connection, db_url: str) -> None:
+    info = intelligence({"file_hash": "h1", "intelligence_data": {"v": 1}}, seconds=4)
+    await _concurrently(db, db_url, [stamp("s1", "h1")], [info])
+    got = await row(db, "s1")
+    assert got is not None
+    assert got["intelligence_data"] == {"v": 1}
+
+
+async def test_race_intelligence_then_stamp(db: asyncpg.Connection, db_url: str) -> None:
+    info = intelligence({"file_hash": "h1", "intelligence_data": {"v": 1}}, seconds=4)
+    await _concurrently(db, db_url, [info], [stamp("s1", "h1")])
+    got = await row(db, "s1")
+    assert got is not None
+    assert got["intelligence_data"] == {"v": 1}
+
+
+# --- any order, any batching, any duplicates ---------------------------------------------------
+
+
+@st.composite
+def stamp_histories(draw: st.DrawFn) -> list[Event]:
+    """A conflict-free set: each stamp_id has one hash; a stamp's STAMP_CREATED events have
+    distinct times; intelligence for stamped, unstamped and no hashes, times may tie."""
+    events: list[Event] = []
+    ids = draw(st.lists(st.uuids(), min_size=40, max_size=40, unique=True))
+    for n in range(draw(st.integers(1, 3))):
+        times = draw(st.lists(st.integers(0, 9), min_size=1, max_size=2, unique=True))
+        for k, seconds in enumerate(times):
+            events.append(
+                stamp(
+                    f"stamp-{n}",
+                    f"hash-{n}",
+                    seconds=seconds,
+                    event_id=ids.pop(),
+                    stamp_data={"version": k},
+                    file_metadata={"n": n},
+                )
+            )
+    for k in range(draw(st.integers(0, 6))):
+        target = draw(st.sampled_from(["hash-0", "hash-1", "hash-2", "hash-9", None]))
+        payload: dict[str, Any] = {"intelligence_data": {"k": k}}
+        if target is not None:
+            payload["file_hash"] = target
+        events.append(intelligence(payload, seconds=draw(st.integers(0, 9)), event_id=ids.pop()))
+    return events
+
+
+async def _reset(conn: asyncpg.Connection) -> None:
+    await conn.execute("TRUNCATE metadata_stamps, event_logs")
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(events=stamp_histories(), data=st.data())
+async def test_any_order_batching_and_duplicates_converge(
+    db: asyncpg.Connection, events: list[Event], data: st.DataObject
+) -> None:
+    await _reset(db)
+    result = await write(db, events)
+    assert not result.rejected
+    expected = await snapshot(db)
+
+    await _reset(db)
+    shuffled = list(data.draw(st.permutations(events)))
+    for _ in range(data.draw(st.integers(0, 4))):
+        again = data.draw(st.sampled_from(events))
+        shuffled.insert(data.draw(st.integers(0, len(shuffled))), again)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(shuffled)), max_size=4)))
+    bounds = [0, *cuts, len(shuffled)]
+    for start, end in itertools.pairwise(bounds):
+        if start < end:
+            result = await write(db, shuffled[start:end])
+            assert not result.rejected
+    assert await snapshot(db) == expected
