@@ -1,0 +1,1103 @@
+"""The intelligence tables (seed 003, schema ``intelligence``): FSM state, its history, workflows.
+
+Two handlers:
+
+- ``INTELLIGENCE_FSM`` (FSM_STATE_TRANSITION, LEASE_ACQUIRED, LEASE_RELEASED) writes
+  ``fsm_state`` (one row per (fsm_type, entity_id)) and ``fsm_state_history`` (one row per
+  transition event).
+- ``INTELLIGENCE_WORKFLOWS`` (INTELLIGENCE_WORKFLOW_STARTED / _STEP_COMPLETED / _COMPLETED /
+  _FAILED) writes ``workflow_executions`` (one row per text workflow_id).
+
+Decisions (event contract sections 3 and 4):
+
+- **FSM validation is static** (rule 4.3): the event's own (fsm_type, from_state, action,
+  to_state) must be a transition of :data:`FSM_DEFINITIONS`; anything else, an unknown fsm_type
+  included, is ``invalid_transition`` in ``parse``. It is not checked against the stored state:
+  that would make the verdict depend on arrival order. Names are matched case-insensitively
+  and stored upper case. "FAIL from any phase" of PATTERN_LEARNING is taken as the four phases
+  FOUNDATION, MATCHING, VALIDATION, TRACEABILITY (not COMPLETED, not FAILED), like the other
+  two FSMs, which fail only from their non-final states.
+- **fsm_state** row id = ``uuid5(FOREIGN_ID_NAMESPACE, "fsm/{fsm_type}/{entity_id}")``. The
+  state columns follow the newest transition by (event time, event id), kept in
+  transition_timestamp / transition_event_id: current_state = its to_state, previous_state =
+  its from_state, metadata = its payload ``metadata`` plus ``last_action`` and
+  ``correlation_id``. A row that no sink transition has set (a placeholder, or a row another
+  writer created) has transition_event_id NULL, so any sink transition wins. created_at =
+  the earliest event time of the entity (LEAST), so it is the same in every order.
+- **History is written by the sink**, one row per new FSM_STATE_TRANSITION event, because the
+  seed's trigger records changes of current_state and, with set-based writes and late events,
+  those are not the transitions (migration 017 turns the trigger off for the sink's
+  transaction only). from/to/action/correlation are the event's, transitioned_at its time,
+  partition_key its UTC date, metadata the state metadata plus ``event_id``. duration_ms is the
+  time since the previous transition of the entity in (transitioned_at, event_id) order,
+  recomputed with ``lag()`` over every sink-written row of the entities a batch touches, so
+  an older event arriving late also fixes its successor's duration. Rows are recognised as the
+  sink's by a UUID-shaped ``metadata.event_id``; rows other writers' triggers recorded keep the
+  duration their trigger gave.
+- **Leases are fenced** (rule 4.4) and order-independent. The final lease columns are a
+  function of the set of lease events of the entity: the *top* acquire is the greatest by
+  (lease_epoch, event time, event id); the lease is held by it unless a LEASE_RELEASED with
+  the same (lease_id, lease_epoch) exists, in which case the columns are NULL. So a lower
+  epoch is ignored, a release with another id or epoch is ignored, a release may arrive before
+  its acquire, and a late acquire of a released lease does not resurrect it. **Equal epoch,
+  different lease_id**: the later acquire (by event time, then id) holds the lease -- the
+  seed's own acquire statement reuses epoch 1 for a new lease_id once the old lease expired,
+  so the same epoch is a takeover, not a conflict. Equal epoch and lease_id is the same lease
+  (a renewal): the latest acquire's lease_expires_at holds. Remembering the top acquire while
+  released and the releases that may still matter (epoch >= the top's) needs state beside the
+  columns: it is kept in ``fsm_state.metadata.omnisink_lease`` (a key the sink owns; a
+  producer's key of that name is dropped). A lease event for an entity without a row creates
+  a placeholder: current_state = the FSM's initial state, transition_event_id NULL,
+  transition_timestamp = the earliest of its lease events (LEAST) until a transition arrives.
+- **workflow_executions**: operation_type, entity_id, correlation_id and input_payload are the
+  STARTED event's (the first STARTED by (time, id) if there were several). Before a STARTED, a
+  child creates a placeholder: operation_type 'UNKNOWN', entity_id '', correlation_id =
+  workflow_id unless children carry values; children's values fill those stand-ins, the least
+  (code point order) winning among disagreeing children, so the result is order-independent.
+  started_at = LEAST over every event of the workflow (the STARTED's time in practice), as is
+  created_at. status (state_event_at/_id) follows the newest of STARTED -> RUNNING, COMPLETED,
+  FAILED; the winning event also sets completed_at (its time for COMPLETED/FAILED, NULL for
+  STARTED), output_results, error_message and failed_step together, so a retried workflow
+  shows its final attempt. STEP_COMPLETED does not compete for status: it adds its step to
+  completed_steps (distinct, sorted by code point) and the newest step event sets current_step.
+  Which STARTED and which step event won is kept in ``metadata.omnisink`` ({"started": {at,
+  id}, "step": {at, id}}): the table has no ordering columns for those aspects. duration_ms is
+  the seed's trigger's (completed_at - started_at, recomputed when started_at arrives later and
+  moves earlier); the sink sets it NULL when a newer STARTED clears completed_at.
+- **Payloads**: a lease event's fsm_type must be a known FSM too, but an unknown one is
+  ``schema`` (no transition is involved; its placeholder needs the FSM's initial state).
+  lease_epoch is any INTEGER (no CHECK in the seed), lease_expires_at optional (a lease without
+  expiry). Workflow keys by the names the omniintelligence models use: step | step_name;
+  results | output_results | output; error | error_message (anything but a string is kept as
+  JSON text); failed_step | step; input_payload | input | input_data, else the STARTED payload
+  minus its ids (``_STARTED_NOT_INPUT``), as the bridge workflows handler does. Ids sent as
+  numbers are their decimal text.
+- **correlation text**: the envelope's correlation id as sent (the original text when it was
+  not a UUID); a text longer than the 255-character columns is stored as its stable UUID (what
+  event_logs holds), not rejected: it is tracing, not the event's content.
+- **Event time, not write time**: every time column comes from events; updated_at is the
+  seed's trigger's (NOW()).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final, Literal, TypeVar
+from uuid import UUID, uuid5
+
+import asyncpg
+import orjson
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
+
+from handlers.base import Event, Item, Reject, jsonb
+from handlers.envelope import FOREIGN_ID_NAMESPACE, Envelope, EventType
+
+# Column limits (migrations 014-016).
+FSM_NAME_MAX_CHARS: Final = 50
+ENTITY_ID_MAX_CHARS: Final = 255
+LEASE_ID_MAX_CHARS: Final = 255
+CORRELATION_ID_MAX_CHARS: Final = 255
+WORKFLOW_ID_MAX_CHARS: Final = 255
+OPERATION_TYPE_MAX_CHARS: Final = 50
+STEP_MAX_CHARS: Final = 100
+INT4_MIN: Final = -(2**31)
+INT4_MAX: Final = 2**31 - 1
+
+# The transaction-local switch migration 017 reads: the sink writes the history itself.
+_SINK_WRITES_HISTORY: Final = "SELECT set_config('omnisink.fsm_history', 'sink', true)"
+
+# fsm_state.metadata key holding the lease bookkeeping (module docstring).
+LEASE_KEY: Final = "omnisink_lease"
+# workflow_executions.metadata key holding which STARTED / step event won.
+WORKFLOW_KEY: Final = "omnisink"
+
+UNKNOWN_OPERATION_TYPE: Final = "UNKNOWN"
+UNKNOWN_ENTITY_ID: Final = ""
+
+_SHOWN_MAX_CHARS: Final = 50
+_SCHEMA_MESSAGE_MAX_ERRORS: Final = 3
+
+
+# --- the FSMs (contract rule 4.3) ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FsmDefinition:
+    """One intelligence FSM: its initial state and its allowed (from, action, to) triples."""
+
+    initial: str
+    transitions: frozenset[tuple[str, str, str]]
+
+
+def _fail_from(*states: str) -> set[tuple[str, str, str]]:
+    return {(state, "FAIL", "FAILED") for state in states}
+
+
+FSM_DEFINITIONS: Final[Mapping[str, FsmDefinition]] = {
+    "INGESTION": FsmDefinition(
+        initial="RECEIVED",
+        transitions=frozenset(
+            {
+                ("RECEIVED", "START_PROCESSING", "PROCESSING"),
+                ("PROCESSING", "COMPLETE_INDEXING", "INDEXED"),
+                ("INDEXED", "REINDEX", "PROCESSING"),
+                ("FAILED", "RETRY", "PROCESSING"),
+            }
+            | _fail_from("RECEIVED", "PROCESSING")
+        ),
+    ),
+    "PATTERN_LEARNING": FsmDefinition(
+        initial="FOUNDATION",
+        transitions=frozenset(
+            {
+                ("FOUNDATION", "ADVANCE_TO_MATCHING", "MATCHING"),
+                ("MATCHING", "ADVANCE_TO_VALIDATION", "VALIDATION"),
+                ("VALIDATION", "ADVANCE_TO_TRACEABILITY", "TRACEABILITY"),
+                ("TRACEABILITY", "COMPLETE_LEARNING", "COMPLETED"),
+                ("COMPLETED", "RELEARN", "FOUNDATION"),
+                ("FAILED", "RETRY", "FOUNDATION"),
+            }
+            | _fail_from("FOUNDATION", "MATCHING", "VALIDATION", "TRACEABILITY")
+        ),
+    ),
+    "QUALITY_ASSESSMENT": FsmDefinition(
+        initial="RAW",
+        transitions=frozenset(
+            {
+                ("RAW", "START_ASSESSMENT", "ASSESSING"),
+                ("ASSESSING", "COMPLETE_SCORING", "SCORED"),
+                ("SCORED", "STORE_RESULTS", "STORED"),
+                ("STORED", "REASSESS", "ASSESSING"),
+                ("FAILED", "RETRY", "ASSESSING"),
+            }
+            | _fail_from("RAW", "ASSESSING", "SCORED")
+        ),
+    ),
+}
+
+
+def fsm_state_id(fsm_type: str, entity_id: str) -> UUID:
+    """The id of an fsm_state row: the same entity gets the same id in every run."""
+    return uuid5(FOREIGN_ID_NAMESPACE, f"fsm/{fsm_type}/{entity_id}")
+
+
+# --- payload models --------------------------------------------------------------------------
+
+
+def _number_as_text(value: Any) -> Any:
+    # An id sent as a JSON number is the same id as its decimal text.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+def _name(value: str) -> str:
+    # FSM types, states and actions: case-insensitive, stored upper case. Their length is not
+    # checked here: a name outside FSM_DEFINITIONS is rejected before it could reach SQL.
+    return _not_blank(value).strip().upper()
+
+
+def _not_bool(value: Any) -> Any:
+    # pydantic's lax int takes true/false as 1/0; an epoch is never a boolean.
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not a boolean")  # noqa: TRY004 - pydantic wants ValueError
+    return value
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is outside the range of dates once converted to UTC") from None
+
+
+Name = Annotated[str, AfterValidator(_name)]
+EntityId = Annotated[
+    str,
+    BeforeValidator(_number_as_text),
+    StringConstraints(max_length=ENTITY_ID_MAX_CHARS),
+    AfterValidator(_not_blank),
+]
+LeaseId = Annotated[
+    str,
+    BeforeValidator(_number_as_text),
+    StringConstraints(max_length=LEASE_ID_MAX_CHARS),
+    AfterValidator(_not_blank),
+]
+WorkflowId = Annotated[
+    str,
+    BeforeValidator(_number_as_text),
+    StringConstraints(max_length=WORKFLOW_ID_MAX_CHARS),
+    AfterValidator(_not_blank),
+]
+OperationType = Annotated[
+    str,
+    BeforeValidator(_number_as_text),
+    StringConstraints(max_length=OPERATION_TYPE_MAX_CHARS),
+    AfterValidator(_not_blank),
+]
+StepName = Annotated[
+    str,
+    BeforeValidator(_number_as_text),
+    StringConstraints(max_length=STEP_MAX_CHARS),
+    AfterValidator(_not_blank),
+]
+Epoch = Annotated[int, BeforeValidator(_not_bool), Field(ge=INT4_MIN, le=INT4_MAX)]
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+
+
+class _Payload(BaseModel):
+    # Producers we do not control add fields: extra keys are allowed and ignored.
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class _FsmPayload(_Payload):
+    fsm_type: Name
+    entity_id: EntityId
+
+
+class _TransitionPayload(_FsmPayload):
+    from_state: Name
+    action: Name
+    to_state: Name
+    metadata: dict[str, Any] | None = None
+
+
+class _LeaseReleasedPayload(_FsmPayload):
+    lease_id: LeaseId
+    lease_epoch: Epoch
+
+
+class _LeaseAcquiredPayload(_LeaseReleasedPayload):
+    lease_expires_at: UtcDatetime | None = None
+
+
+class _WorkflowPayload(_Payload):
+    workflow_id: WorkflowId
+    # Any event of the workflow may name these; STARTED's win (module docstring).
+    operation_type: OperationType | None = None
+    entity_id: EntityId | None = None
+
+
+class _WorkflowStartedPayload(_WorkflowPayload):
+    operation_type: OperationType
+    entity_id: EntityId
+    input_payload: Any = Field(
+        default=None, validation_alias=AliasChoices("input_payload", "input", "input_data")
+    )
+
+
+class _WorkflowStepPayload(_WorkflowPayload):
+    step: StepName = Field(validation_alias=AliasChoices("step", "step_name", "current_step"))
+
+
+class _WorkflowCompletedPayload(_WorkflowPayload):
+    output_results: Any = Field(
+        default=None, validation_alias=AliasChoices("results", "output_results", "output")
+    )
+
+
+class _WorkflowFailedPayload(_WorkflowPayload):
+    error: Any = Field(default=None, validation_alias=AliasChoices("error", "error_message"))
+    failed_step: StepName | None = Field(
+        default=None, validation_alias=AliasChoices("failed_step", "step", "step_name")
+    )
+
+
+# Payload keys that are not the workflow's input when STARTED has no input key: ids stored in
+# their own columns and fields describing the event itself.
+_STARTED_NOT_INPUT: Final = frozenset(
+    {"workflow_id", "operation_type", "entity_id", "correlation_id", "timestamp", "status"}
+)
+
+_M = TypeVar("_M", bound=_Payload)
+
+
+def _validate(model: type[_M], payload: dict[str, Any]) -> _M:
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in error['loc']) or 'payload'}: "
+            + ("missing (required)" if error["type"] == "missing" else error["msg"])
+            for error in exc.errors(include_url=False, include_input=False, include_context=False)
+        ]
+        shown = "; ".join(problems[:_SCHEMA_MESSAGE_MAX_ERRORS])
+        if len(problems) > _SCHEMA_MESSAGE_MAX_ERRORS:
+            shown += f"; and {len(problems) - _SCHEMA_MESSAGE_MAX_ERRORS} more"
+        raise Reject("schema", shown) from None
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= _SHOWN_MAX_CHARS else text[:_SHOWN_MAX_CHARS] + "…"
+
+
+def correlation_text(envelope: Envelope) -> str | None:
+    """The envelope's correlation id as text: as sent, or its UUID when too long to store."""
+    original = envelope.original_correlation_id
+    if original is not None and len(original) <= CORRELATION_ID_MAX_CHARS:
+        return original
+    return None if envelope.correlation_id is None else str(envelope.correlation_id)
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat()
+
+
+# --- parsed events ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FsmTransition:
+    fsm_type: str
+    entity_id: str
+    from_state: str
+    action: str
+    to_state: str
+    # fsm_state.metadata as this transition sets it: payload metadata, last_action, correlation.
+    state_metadata: dict[str, Any]
+    correlation_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseAcquired:
+    fsm_type: str
+    entity_id: str
+    lease_id: str
+    lease_epoch: int
+    lease_expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseReleased:
+    fsm_type: str
+    entity_id: str
+    lease_id: str
+    lease_epoch: int
+
+
+FsmFact = FsmTransition | LeaseAcquired | LeaseReleased
+
+WorkflowKind = Literal["STARTED", "STEP_COMPLETED", "COMPLETED", "FAILED"]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowFact:
+    kind: WorkflowKind
+    workflow_id: str
+    operation_type: str | None
+    entity_id: str | None
+    correlation_id: str | None
+    input_payload: Any = None
+    step: str | None = None
+    output_results: Any = None
+    error_message: str | None = None
+    failed_step: str | None = None
+
+
+def _transition(event: Event) -> FsmTransition:
+    model = _validate(_TransitionPayload, event.payload)
+    triple = f"{_shown(model.from_state)} -{_shown(model.action)}-> {_shown(model.to_state)}"
+    definition = FSM_DEFINITIONS.get(model.fsm_type)
+    if definition is None:
+        raise Reject(
+            "invalid_transition",
+            f"{_shown(model.fsm_type)}: {triple}: unknown FSM type "
+            f"(known: {', '.join(FSM_DEFINITIONS)})",
+        )
+    if (model.from_state, model.action, model.to_state) not in definition.transitions:
+        raise Reject(
+            "invalid_transition",
+            f"{model.fsm_type}: {triple} is not a transition of the {model.fsm_type} FSM",
+        )
+    correlation = correlation_text(event.envelope)
+    state_metadata = {k: v for k, v in (model.metadata or {}).items() if k != LEASE_KEY}
+    state_metadata["last_action"] = model.action
+    if correlation is not None:
+        state_metadata["correlation_id"] = correlation
+    return FsmTransition(
+        fsm_type=model.fsm_type,
+        entity_id=model.entity_id,
+        from_state=model.from_state,
+        action=model.action,
+        to_state=model.to_state,
+        state_metadata=state_metadata,
+        correlation_id=correlation,
+    )
+
+
+def _known_fsm_type(fsm_type: str) -> str:
+    if fsm_type not in FSM_DEFINITIONS:
+        raise Reject(
+            "schema",
+            f"fsm_type: unknown FSM type {_shown(fsm_type)!r} "
+            f"(known: {', '.join(FSM_DEFINITIONS)})",
+        )
+    return fsm_type
+
+
+def parse_fsm(event: Event) -> FsmFact:
+    """Validate an FSM transition or lease event."""
+    kind = event.event_type
+    if kind == EventType.FSM_STATE_TRANSITION:
+        return _transition(event)
+    if kind == EventType.LEASE_ACQUIRED:
+        acquired = _validate(_LeaseAcquiredPayload, event.payload)
+        return LeaseAcquired(
+            fsm_type=_known_fsm_type(acquired.fsm_type),
+            entity_id=acquired.entity_id,
+            lease_id=acquired.lease_id,
+            lease_epoch=acquired.lease_epoch,
+            lease_expires_at=acquired.lease_expires_at,
+        )
+    if kind == EventType.LEASE_RELEASED:
+        released = _validate(_LeaseReleasedPayload, event.payload)
+        return LeaseReleased(
+            fsm_type=_known_fsm_type(released.fsm_type),
+            entity_id=released.entity_id,
+            lease_id=released.lease_id,
+            lease_epoch=released.lease_epoch,
+        )
+    raise ValueError(f"not an intelligence FSM event type: {kind}")
+
+
+def _error_text(error: Any) -> str | None:
+    if error is None or isinstance(error, str):
+        return error
+    # A structured error ({"message": ..., "code": ...}) or a bare code is kept whole, as JSON
+    # text: error_message is TEXT, and the reason must not be lost.
+    return orjson.dumps(error).decode()
+
+
+def parse_workflow(event: Event) -> WorkflowFact:
+    """Validate an intelligence workflow event."""
+    kind = event.event_type
+    payload = event.payload
+    correlation = correlation_text(event.envelope)
+    if kind == EventType.INTELLIGENCE_WORKFLOW_STARTED:
+        started = _validate(_WorkflowStartedPayload, payload)
+        given = started.input_payload
+        return WorkflowFact(
+            kind="STARTED",
+            workflow_id=started.workflow_id,
+            operation_type=started.operation_type,
+            entity_id=started.entity_id,
+            correlation_id=correlation,
+            input_payload=given
+            if given is not None
+            else {k: v for k, v in payload.items() if k not in _STARTED_NOT_INPUT},
+        )
+    if kind == EventType.INTELLIGENCE_WORKFLOW_STEP_COMPLETED:
+        step = _validate(_WorkflowStepPayload, payload)
+        return WorkflowFact(
+            kind="STEP_COMPLETED",
+            workflow_id=step.workflow_id,
+            operation_type=step.operation_type,
+            entity_id=step.entity_id,
+            correlation_id=correlation,
+            step=step.step,
+        )
+    if kind == EventType.INTELLIGENCE_WORKFLOW_COMPLETED:
+        completed = _validate(_WorkflowCompletedPayload, payload)
+        return WorkflowFact(
+            kind="COMPLETED",
+            workflow_id=completed.workflow_id,
+            operation_type=completed.operation_type,
+            entity_id=completed.entity_id,
+            correlation_id=correlation,
+            output_results=completed.output_results,
+        )
+    if kind == EventType.INTELLIGENCE_WORKFLOW_FAILED:
+        failed = _validate(_WorkflowFailedPayload, payload)
+        return WorkflowFact(
+            kind="FAILED",
+            workflow_id=failed.workflow_id,
+            operation_type=failed.operation_type,
+            entity_id=failed.entity_id,
+            correlation_id=correlation,
+            error_message=_error_text(failed.error),
+            failed_step=failed.failed_step,
+        )
+    raise ValueError(f"not an intelligence workflow event type: {kind}")
+
+
+# --- SQL: fsm_state --------------------------------------------------------------------------
+
+
+def _lease_order(top: str) -> str:
+    return (
+        f"(({top}->>'lease_epoch')::integer, ({top}->>'event_at')::timestamptz, "
+        f"({top}->>'event_id')::uuid)"
+    )
+
+
+def _merge_leases(stored: str, incoming: str) -> str:
+    """SQL: two lease bookkeeping objects merged (NULL when both are NULL).
+
+    ``{"top": <greatest acquire by (epoch, time, id)> | null, "released": [[lease_id, epoch],
+    ...]}``, releases with an epoch below the top's dropped (no acquire they could match can
+    win any more) and the rest distinct and sorted, so that the merge is commutative and
+    associative: any split of the events into batches, in any order, gives the same object.
+    """
+    return f"""(
+        SELECT CASE WHEN {stored} IS NULL AND {incoming} IS NULL THEN NULL
+            ELSE jsonb_build_object('top', m.top, 'released', COALESCE((
+                SELECT jsonb_agg(r.pair ORDER BY (r.pair->>0) COLLATE "C", (r.pair->>1)::integer)
+                FROM (
+                    SELECT jsonb_array_elements(COALESCE({stored}->'released', '[]'::jsonb))
+                    UNION
+                    SELECT jsonb_array_elements(COALESCE({incoming}->'released', '[]'::jsonb))
+                ) AS r(pair)
+                WHERE m.top IS NULL
+                    OR (r.pair->>1)::integer >= (m.top->>'lease_epoch')::integer
+            ), '[]'::jsonb))
+        END
+        FROM (
+            SELECT CASE
+                WHEN tops.stored_top IS NULL THEN tops.incoming_top
+                WHEN tops.incoming_top IS NULL THEN tops.stored_top
+                WHEN {_lease_order("tops.incoming_top")} > {_lease_order("tops.stored_top")}
+                    THEN tops.incoming_top
+                ELSE tops.stored_top
+            END AS top
+            FROM (
+                SELECT NULLIF({stored}->'top', 'null'::jsonb) AS stored_top,
+                       NULLIF({incoming}->'top', 'null'::jsonb) AS incoming_top
+            ) AS tops
+        ) AS m
+    )"""
+
+
+def _lease_held(part: str) -> str:
+    """SQL: whether the bookkeeping object's top acquire holds the lease (not released)."""
+    return f"""(jsonb_typeof({part}->'top') = 'object' AND NOT EXISTS (
+        SELECT 1 FROM jsonb_array_elements({part}->'released') AS r(pair)
+        WHERE r.pair = jsonb_build_array({part}->'top'->'lease_id', {part}->'top'->'lease_epoch')
+    ))"""
+
+
+def _lease_columns(part: str) -> str:
+    """SQL: lease_id, lease_epoch, lease_expires_at as the bookkeeping object says."""
+    held = _lease_held(part)
+    return f"""
+        CASE WHEN {held} THEN {part}->'top'->>'lease_id' END,
+        CASE WHEN {held} THEN ({part}->'top'->>'lease_epoch')::integer END,
+        CASE WHEN {held} THEN ({part}->'top'->>'lease_expires_at')::timestamptz END"""
+
+
+def _with_lease(base: str, part: str) -> str:
+    """SQL: fsm_state.metadata from the state metadata and the lease bookkeeping."""
+    return f"""CASE WHEN {part} IS NULL THEN {base}
+        ELSE COALESCE({base}, '{{}}'::jsonb) || jsonb_build_object('{LEASE_KEY}', {part}) END"""
+
+
+_TRANSITION_WINS: Final = """(excluded.transition_event_id IS NOT NULL
+    AND (t.transition_event_id IS NULL
+        OR (excluded.transition_timestamp, excluded.transition_event_id)
+            > (t.transition_timestamp, t.transition_event_id)))"""
+
+# The ON CONFLICT side: the stored row merged with the batch's row (``excluded``).
+_LEASE_MERGED: Final = _merge_leases(
+    f"t.metadata->'{LEASE_KEY}'", f"excluded.metadata->'{LEASE_KEY}'"
+)
+_METADATA_MERGED: Final = _with_lease(
+    f"(CASE WHEN m.wins THEN excluded.metadata ELSE t.metadata END) - '{LEASE_KEY}'",
+    "m.lease_part",
+)
+
+# One row per entity of the batch (the batch reduced in Python: the newest transition, the
+# earliest event, the batch's own lease bookkeeping). The lease bookkeeping is normalised by
+# the same SQL merge on insert as on conflict, so both paths store identical objects. A row
+# another writer created counts as having no sink transition: any sink transition wins.
+_UPSERT_FSM_STATE: Final = f"""
+WITH i AS (
+    SELECT u.*, {_merge_leases("NULL::jsonb", "u.lease::jsonb")} AS lease_part
+    FROM unnest(
+        $1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+        $7::uuid[], $8::text[], $9::text[], $10::timestamptz[]
+    ) AS u(
+        id, fsm_type, entity_id, current_state, previous_state, transition_timestamp,
+        transition_event_id, state_metadata, lease, created_at
+    )
+)
+INSERT INTO intelligence.fsm_state AS t (
+    id, fsm_type, entity_id, current_state, previous_state, transition_timestamp,
+    transition_event_id, metadata, lease_id, lease_epoch, lease_expires_at, created_at
+)
+SELECT i.id, i.fsm_type, i.entity_id, i.current_state, i.previous_state,
+    i.transition_timestamp, i.transition_event_id,
+    {_with_lease("i.state_metadata::jsonb", "i.lease_part")},
+    {_lease_columns("i.lease_part")},
+    i.created_at
+FROM i
+ORDER BY i.fsm_type, i.entity_id
+ON CONFLICT (fsm_type, entity_id) DO UPDATE SET (
+    current_state, previous_state, transition_timestamp, transition_event_id, metadata,
+    lease_id, lease_epoch, lease_expires_at, created_at
+) = (
+    SELECT
+        CASE WHEN m.wins THEN excluded.current_state ELSE t.current_state END,
+        CASE WHEN m.wins THEN excluded.previous_state ELSE t.previous_state END,
+        CASE
+            WHEN m.wins THEN excluded.transition_timestamp
+            -- Two placeholders: the earliest lease event, whichever arrived first.
+            WHEN t.transition_event_id IS NULL AND excluded.transition_event_id IS NULL
+                THEN LEAST(t.transition_timestamp, excluded.transition_timestamp)
+            ELSE t.transition_timestamp
+        END,
+        CASE WHEN m.wins THEN excluded.transition_event_id ELSE t.transition_event_id END,
+        {_METADATA_MERGED},
+        {_lease_columns("m.lease_part")},
+        LEAST(t.created_at, excluded.created_at)
+    FROM (SELECT {_TRANSITION_WINS} AS wins, {_LEASE_MERGED} AS lease_part) AS m
+)
+"""
+
+_UUID_PATTERN: Final = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+# One history row per new transition event, and every duration of the touched entities
+# recomputed in the same statement: the new rows' from the timeline they join, and the old
+# rows' whose predecessor changed (a late older event). The fsm_state upsert before this
+# statement locked each entity's row, so two transactions never interleave one entity's
+# history (READ COMMITTED: this statement's snapshot sees the other's committed rows).
+_INSERT_HISTORY: Final = f"""
+WITH n AS (
+    SELECT *
+    FROM unnest(
+        $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+        $7::uuid[], $8::text[], $9::text[]
+    ) AS n(
+        fsm_type, entity_id, from_state, to_state, action, transitioned_at, event_id,
+        correlation_id, metadata
+    )
+), timeline AS (
+    SELECT h.id, h.fsm_type, h.entity_id, h.transitioned_at,
+        (h.metadata->>'event_id')::uuid AS event_id
+    FROM intelligence.fsm_state_history AS h
+    WHERE (h.fsm_type, h.entity_id) IN (SELECT DISTINCT n.fsm_type, n.entity_id FROM n)
+        AND h.metadata->>'event_id' ~ '{_UUID_PATTERN}'
+    UNION ALL
+    SELECT NULL, n.fsm_type, n.entity_id, n.transitioned_at, n.event_id FROM n
+), lagged AS (
+    SELECT timeline.*,
+        (EXTRACT(EPOCH FROM timeline.transitioned_at - lag(timeline.transitioned_at) OVER (
+            PARTITION BY timeline.fsm_type, timeline.entity_id
+            ORDER BY timeline.transitioned_at, timeline.event_id
+        )) * 1000)::double precision AS duration_ms
+    FROM timeline
+), fixed AS (
+    UPDATE intelligence.fsm_state_history AS h
+    SET duration_ms = lagged.duration_ms
+    FROM lagged
+    WHERE lagged.id = h.id AND h.duration_ms IS DISTINCT FROM lagged.duration_ms
+)
+INSERT INTO intelligence.fsm_state_history (
+    fsm_type, entity_id, from_state, to_state, action, transitioned_at, duration_ms,
+    correlation_id, metadata, success, partition_key
+)
+SELECT n.fsm_type, n.entity_id, n.from_state, n.to_state, n.action, n.transitioned_at,
+    lagged.duration_ms, n.correlation_id, n.metadata::jsonb, TRUE,
+    (n.transitioned_at AT TIME ZONE 'UTC')::date
+FROM n JOIN lagged ON lagged.id IS NULL AND lagged.event_id = n.event_id
+ORDER BY n.fsm_type, n.entity_id, n.transitioned_at, n.event_id
+"""
+
+
+# --- the FSM batch reduced to one input row per entity ---------------------------------------
+
+
+@dataclass
+class _EntityInput:
+    """Everything a batch says about one fsm_state row."""
+
+    first_at: datetime
+    transition: Item[FsmTransition] | None = None
+    first_lease_at: datetime | None = None
+    top: Item[LeaseAcquired] | None = None
+    released: set[tuple[str, int]] = field(default_factory=set)
+
+    def lease_part(self) -> dict[str, Any] | None:
+        """The batch's own lease bookkeeping (SQL normalises and merges it)."""
+        if self.first_lease_at is None:
+            return None
+        top = None
+        if self.top is not None:
+            acquired = self.top.payload
+            top = {
+                "lease_id": acquired.lease_id,
+                "lease_epoch": acquired.lease_epoch,
+                "lease_expires_at": _iso(acquired.lease_expires_at)
+                if acquired.lease_expires_at is not None
+                else None,
+                "event_at": _iso(self.top.event.at),
+                "event_id": str(self.top.event.event_id),
+            }
+        return {"top": top, "released": [list(pair) for pair in sorted(self.released)]}
+
+
+def _acquire_order(item: Item[LeaseAcquired]) -> tuple[int, datetime, UUID]:
+    return (item.payload.lease_epoch, item.event.at, item.event.event_id)
+
+
+def _reduce_fsm(items: Sequence[Item[FsmFact]]) -> dict[tuple[str, str], _EntityInput]:
+    entities: dict[tuple[str, str], _EntityInput] = {}
+    for item in items:
+        fact = item.payload
+        at = item.event.at
+        row = entities.get((fact.fsm_type, fact.entity_id))
+        if row is None:
+            row = entities[(fact.fsm_type, fact.entity_id)] = _EntityInput(first_at=at)
+        row.first_at = min(row.first_at, at)
+        if isinstance(fact, FsmTransition):
+            if row.transition is None or item.event.order_key > row.transition.event.order_key:
+                row.transition = Item(item.event, fact)
+            continue
+        row.first_lease_at = at if row.first_lease_at is None else min(row.first_lease_at, at)
+        if isinstance(fact, LeaseAcquired):
+            acquired = Item(item.event, fact)
+            if row.top is None or _acquire_order(acquired) > _acquire_order(row.top):
+                row.top = acquired
+        else:
+            row.released.add((fact.lease_id, fact.lease_epoch))
+    return entities
+
+
+def _fsm_state_columns(entities: dict[tuple[str, str], _EntityInput]) -> list[list[Any]]:
+    columns: list[list[Any]] = [[] for _ in range(10)]
+    for (fsm_type, entity_id), row in sorted(entities.items()):
+        transition = row.transition
+        values: list[Any] = [
+            fsm_state_id(fsm_type, entity_id),
+            fsm_type,
+            entity_id,
+            transition.payload.to_state if transition else FSM_DEFINITIONS[fsm_type].initial,
+            transition.payload.from_state if transition else None,
+            transition.event.at if transition else row.first_lease_at,
+            transition.event.event_id if transition else None,
+            jsonb(transition.payload.state_metadata) if transition else None,
+            jsonb(row.lease_part()),
+            row.first_at,
+        ]
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    return columns
+
+
+def _history_columns(transitions: list[Item[FsmTransition]]) -> list[list[Any]]:
+    return [
+        [t.payload.fsm_type for t in transitions],
+        [t.payload.entity_id for t in transitions],
+        [t.payload.from_state for t in transitions],
+        [t.payload.to_state for t in transitions],
+        [t.payload.action for t in transitions],
+        [t.event.at for t in transitions],
+        [t.event.event_id for t in transitions],
+        [t.payload.correlation_id for t in transitions],
+        [
+            jsonb({**t.payload.state_metadata, "event_id": str(t.event.event_id)})
+            for t in transitions
+        ],
+    ]
+
+
+class IntelligenceFsmHandler:
+    """Writes intelligence.fsm_state and fsm_state_history. See the module docstring."""
+
+    name = "intelligence_fsm"
+    event_types = frozenset(
+        {
+            EventType.FSM_STATE_TRANSITION.value,
+            EventType.LEASE_ACQUIRED.value,
+            EventType.LEASE_RELEASED.value,
+        }
+    )
+
+    def parse(self, event: Event) -> FsmFact:
+        return parse_fsm(event)
+
+    async def apply(self, conn: asyncpg.Connection, items: Sequence[Item[FsmFact]]) -> None:
+        # Before any fsm_state write: a placeholder insert would fire the trigger too.
+        await conn.execute(_SINK_WRITES_HISTORY)
+        entities = _reduce_fsm(items)
+        await conn.execute(_UPSERT_FSM_STATE, *_fsm_state_columns(entities))
+        transitions = [
+            Item(i.event, i.payload) for i in items if isinstance(i.payload, FsmTransition)
+        ]
+        if transitions:
+            await conn.execute(_INSERT_HISTORY, *_history_columns(transitions))
+
+
+# --- SQL: workflow_executions ----------------------------------------------------------------
+
+
+def _event_order(pair: str) -> str:
+    return f"(({pair}->>'at')::timestamptz, ({pair}->>'id')::uuid)"
+
+
+def _fill_stand_in(column: str, stand_in: str) -> str:
+    """SQL: a placeholder's value merged with a child's: a real value beats the stand-in, and
+    the least (code point order, as Python's min) of two real values wins: commutative and
+    associative, so the children's arrival order does not show."""
+    return f"""CASE
+            WHEN t.{column} = {stand_in} THEN excluded.{column}
+            WHEN excluded.{column} = {stand_in} THEN t.{column}
+            ELSE LEAST(t.{column} COLLATE "C", excluded.{column} COLLATE "C")
+        END"""
+
+
+def _started_fact(column: str, stand_in: str) -> str:
+    return f"""CASE
+            WHEN f.started_wins THEN excluded.{column}
+            WHEN f.stored_started IS NOT NULL THEN t.{column}
+            ELSE {_fill_stand_in(column, stand_in)}
+        END"""
+
+
+def _sorted_steps(*arrays: str) -> str:
+    """SQL: the distinct step names of JSON arrays, sorted by code point, as a JSON array."""
+    elements = "\n                UNION ".join(
+        f"SELECT jsonb_array_elements_text(COALESCE({a}, '[]'::jsonb))" for a in arrays
+    )
+    return f"""(
+            SELECT COALESCE(jsonb_agg(s.step ORDER BY s.step COLLATE "C"), '[]'::jsonb)
+            FROM ({elements}) AS s(step)
+        )"""
+
+
+_STATUS_WINS: Final = """(excluded.state_event_id IS NOT NULL
+            AND (t.state_event_id IS NULL
+                OR (excluded.state_event_at, excluded.state_event_id)
+                    > (t.state_event_at, t.state_event_id)))"""
+
+# One row per workflow of the batch (reduced in Python). duration_ms is the seed's trigger's
+# whenever completed_at is set; it is cleared here when a newer STARTED clears completed_at,
+# which the trigger leaves alone.
+_UPSERT_WORKFLOWS: Final = f"""
+WITH i AS (
+    SELECT *
+    FROM unnest(
+        $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+        $8::timestamptz[], $9::timestamptz[], $10::text[], $11::text[], $12::text[],
+        $13::text[], $14::text[], $15::timestamptz[], $16::timestamptz[], $17::uuid[]
+    ) AS i(
+        workflow_id, operation_type, entity_id, status, current_step, completed_steps,
+        failed_step, started_at, completed_at, correlation_id, input_payload, output_results,
+        error_message, metadata, created_at, state_event_at, state_event_id
+    )
+)
+INSERT INTO intelligence.workflow_executions AS t (
+    workflow_id, operation_type, entity_id, status, current_step, completed_steps,
+    failed_step, started_at, completed_at, correlation_id, input_payload, output_results,
+    error_message, metadata, created_at, state_event_at, state_event_id
+)
+SELECT i.workflow_id, i.operation_type, i.entity_id, i.status, i.current_step,
+    {_sorted_steps("i.completed_steps::jsonb")},
+    i.failed_step, i.started_at, i.completed_at, i.correlation_id, i.input_payload::jsonb,
+    i.output_results::jsonb, i.error_message, i.metadata::jsonb, i.created_at,
+    i.state_event_at, i.state_event_id
+FROM i
+ORDER BY i.workflow_id
+ON CONFLICT (workflow_id) DO UPDATE SET (
+    operation_type, entity_id, correlation_id, input_payload, started_at, status,
+    completed_at, duration_ms, output_results, error_message, failed_step, state_event_at,
+    state_event_id, current_step, completed_steps, metadata, created_at
+) = (
+    SELECT
+        {_started_fact("operation_type", f"'{UNKNOWN_OPERATION_TYPE}'")},
+        {_started_fact("entity_id", f"'{UNKNOWN_ENTITY_ID}'")},
+        {_started_fact("correlation_id", "t.workflow_id")},
+        CASE WHEN f.started_wins THEN excluded.input_payload ELSE t.input_payload END,
+        LEAST(t.started_at, excluded.started_at),
+        CASE WHEN f.status_wins THEN excluded.status ELSE t.status END,
+        CASE WHEN f.status_wins THEN excluded.completed_at ELSE t.completed_at END,
+        CASE WHEN f.status_wins AND excluded.completed_at IS NULL THEN NULL
+            ELSE t.duration_ms END,
+        CASE WHEN f.status_wins THEN excluded.output_results ELSE t.output_results END,
+        CASE WHEN f.status_wins THEN excluded.error_message ELSE t.error_message END,
+        CASE WHEN f.status_wins THEN excluded.failed_step ELSE t.failed_step END,
+        CASE WHEN f.status_wins THEN excluded.state_event_at ELSE t.state_event_at END,
+        CASE WHEN f.status_wins THEN excluded.state_event_id ELSE t.state_event_id END,
+        CASE WHEN f.step_wins THEN excluded.current_step ELSE t.current_step END,
+        {_sorted_steps("t.completed_steps", "excluded.completed_steps")},
+        jsonb_build_object('{WORKFLOW_KEY}', jsonb_strip_nulls(jsonb_build_object(
+            'started',
+            CASE WHEN f.started_wins THEN f.incoming_started ELSE f.stored_started END,
+            'step', CASE WHEN f.step_wins THEN f.incoming_step ELSE f.stored_step END
+        ))),
+        LEAST(t.created_at, excluded.created_at)
+    FROM (
+        SELECT p.*,
+            -- The first STARTED supplies the facts (started_at is the LEAST anyway).
+            p.incoming_started IS NOT NULL AND (p.stored_started IS NULL
+                OR {_event_order("p.incoming_started")} < {_event_order("p.stored_started")})
+                AS started_wins,
+            p.incoming_step IS NOT NULL AND (p.stored_step IS NULL
+                OR {_event_order("p.incoming_step")} > {_event_order("p.stored_step")})
+                AS step_wins,
+            {_STATUS_WINS} AS status_wins
+        FROM (
+            SELECT t.metadata->'{WORKFLOW_KEY}'->'started' AS stored_started,
+                excluded.metadata->'{WORKFLOW_KEY}'->'started' AS incoming_started,
+                t.metadata->'{WORKFLOW_KEY}'->'step' AS stored_step,
+                excluded.metadata->'{WORKFLOW_KEY}'->'step' AS incoming_step
+        ) AS p
+    ) AS f
+)
+"""
+
+
+# --- the workflow batch reduced to one input row per workflow --------------------------------
+
+
+def _least_known(held: str | None, value: str | None) -> str | None:
+    # The same rule as _fill_stand_in: min() compares code points, as COLLATE "C" does.
+    if value is None:
+        return held
+    return value if held is None else min(held, value)
+
+
+@dataclass
+class _WorkflowInput:
+    """Everything a batch says about one workflow_executions row."""
+
+    first_at: datetime
+    started: Item[WorkflowFact] | None = None
+    status: Item[WorkflowFact] | None = None
+    step: Item[WorkflowFact] | None = None
+    steps: set[str] = field(default_factory=set)
+    # Children's values for a placeholder (stand-ins until a STARTED arrives).
+    any_operation_type: str | None = None
+    any_entity_id: str | None = None
+    any_correlation_id: str | None = None
+
+    def add(self, item: Item[WorkflowFact]) -> None:
+        fact = item.payload
+        key = item.event.order_key
+        self.first_at = min(self.first_at, item.event.at)
+        self.any_operation_type = _least_known(self.any_operation_type, fact.operation_type)
+        self.any_entity_id = _least_known(self.any_entity_id, fact.entity_id)
+        self.any_correlation_id = _least_known(self.any_correlation_id, fact.correlation_id)
+        if fact.kind == "STEP_COMPLETED":
+            assert fact.step is not None  # noqa: S101 - parse requires it
+            self.steps.add(fact.step)
+            if self.step is None or key > self.step.event.order_key:
+                self.step = item
+            return
+        if fact.kind == "STARTED" and (self.started is None or key < self.started.event.order_key):
+            self.started = item
+        if self.status is None or key > self.status.event.order_key:
+            self.status = item
+
+
+def _reduce_workflows(items: Sequence[Item[WorkflowFact]]) -> dict[str, _WorkflowInput]:
+    workflows: dict[str, _WorkflowInput] = {}
+    for item in items:
+        workflow_id = item.payload.workflow_id
+        row = workflows.get(workflow_id)
+        if row is None:
+            row = workflows[workflow_id] = _WorkflowInput(first_at=item.event.at)
+        row.add(item)
+    return workflows
+
+
+def _event_pair(item: Item[WorkflowFact] | None) -> dict[str, str] | None:
+    if item is None:
+        return None
+    return {"at": _iso(item.event.at), "id": str(item.event.event_id)}
+
+
+_STATUS_OF: Final[Mapping[WorkflowKind, str]] = {
+    "STARTED": "RUNNING",
+    "COMPLETED": "COMPLETED",
+    "FAILED": "FAILED",
+}
+
+
+def _workflow_columns(workflows: dict[str, _WorkflowInput]) -> list[list[Any]]:
+    columns: list[list[Any]] = [[] for _ in range(17)]
+    for workflow_id, row in sorted(workflows.items()):
+        started = row.started.payload if row.started else None
+        status = row.status.payload if row.status else None
+        terminal = status if status is not None and status.kind != "STARTED" else None
+        bookkeeping = {
+            key: value
+            for key, value in (
+                ("started", _event_pair(row.started)),
+                ("step", _event_pair(row.step)),
+            )
+            if value is not None
+        }
+        if started is not None:
+            operation_type = started.operation_type
+            entity_id = started.entity_id
+            correlation_id = started.correlation_id or workflow_id
+        else:
+            operation_type = row.any_operation_type or UNKNOWN_OPERATION_TYPE
+            entity_id = row.any_entity_id or UNKNOWN_ENTITY_ID
+            correlation_id = row.any_correlation_id or workflow_id
+        values: list[Any] = [
+            workflow_id,
+            operation_type,
+            entity_id,
+            _STATUS_OF[status.kind] if status is not None else "RUNNING",
+            row.step.payload.step if row.step else None,
+            jsonb(sorted(row.steps)),
+            terminal.failed_step if terminal else None,
+            row.first_at,
+            row.status.event.at if row.status and terminal else None,
+            correlation_id,
+            jsonb(started.input_payload) if started else None,
+            jsonb(terminal.output_results) if terminal else None,
+            terminal.error_message if terminal else None,
+            jsonb({WORKFLOW_KEY: bookkeeping}),
+            row.first_at,
+            row.status.event.at if row.status else None,
+            row.status.event.event_id if row.status else None,
+        ]
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    return columns
+
+
+class IntelligenceWorkflowsHandler:
+    """Writes intelligence.workflow_executions. See the module docstring."""
+
+    name = "intelligence_workflows"
+    event_types = frozenset(
+        {
+            EventType.INTELLIGENCE_WORKFLOW_STARTED.value,
+            EventType.INTELLIGENCE_WORKFLOW_STEP_COMPLETED.value,
+            EventType.INTELLIGENCE_WORKFLOW_COMPLETED.value,
+            EventType.INTELLIGENCE_WORKFLOW_FAILED.value,
+        }
+    )
+
+    def parse(self, event: Event) -> WorkflowFact:
+        return parse_workflow(event)
+
+    async def apply(self, conn: asyncpg.Connection, items: Sequence[Item[WorkflowFact]]) -> None:
+        workflows = _reduce_workflows(items)
+        await conn.execute(_UPSERT_WORKFLOWS, *_workflow_columns(workflows))
+
+
+INTELLIGENCE_FSM: Final = IntelligenceFsmHandler()
+INTELLIGENCE_WORKFLOWS: Final = IntelligenceWorkflowsHandler()
