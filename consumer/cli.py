@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 import typer
@@ -74,6 +75,37 @@ def migrate(
         )
         raise typer.Exit(code=2) from exc
     typer.echo(f"omnisink migrate: {settings.database.redacted_url} is at {revision}")
+
+
+@app.command()
+def run(
+    until_caught_up: bool = typer.Option(
+        False,
+        "--until-caught-up",
+        help="Exit 0 once every assigned partition is consumed to the end offsets seen at "
+        "start (backfills, tests, the demo).",
+    ),
+) -> None:
+    """Run the sink: consume the subscribed topics into PostgreSQL until SIGTERM/SIGINT."""
+    from consumer import logs
+    from consumer.errors import FatalError
+    from consumer.worker import Worker
+
+    settings = _load_settings()
+    logs.configure(settings.log_level, settings.log_format)
+    worker = Worker(settings, until_caught_up=until_caught_up)
+    try:
+        stats = asyncio.run(worker.run())
+    except FatalError as exc:
+        typer.echo(f"omnisink run: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    if stats.abandoned:
+        typer.echo(
+            "omnisink run: the shutdown grace period expired; the batch in hand was rolled "
+            "back and will be consumed again (OMNISINK_SHUTDOWN_GRACE_S)",
+            err=True,
+        )
+        raise typer.Exit(code=3)
 
 
 def main() -> None:

@@ -34,6 +34,11 @@ class KafkaSettings(BaseModel):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     request_timeout_ms: int = Field(default=40_000, gt=0)
+    session_timeout_ms: int = Field(default=10_000, gt=0)
+    heartbeat_interval_ms: int = Field(default=3_000, gt=0)
+    max_poll_interval_ms: int = Field(default=300_000, gt=0)
+    # How soon a new topic matching OMNISINK_TOPIC_PATTERN is picked up.
+    metadata_max_age_ms: int = Field(default=60_000, gt=0)
 
 
 class DatabaseSettings(BaseModel):

@@ -1,0 +1,57 @@
+"""Which handlers exist, in the order a batch is applied, and how a topic refines a type.
+
+Order matters only within a family (parents before children), and each family is one handler
+that orders its own statements; families touch disjoint tables, so their order here is free.
+An event type may go to more than one handler: INTELLIGENCE_RECEIVED writes the workflow's
+intelligence (workflows) and the stamp's (stamps).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from handlers.base import Handler
+from handlers.bridge_states import BRIDGE_STATES
+from handlers.envelope import Envelope, EventType
+from handlers.intelligence import INTELLIGENCE_FSM, INTELLIGENCE_WORKFLOWS
+from handlers.nodes import NODES
+from handlers.stamps import STAMPS
+from handlers.workflows import WORKFLOWS
+
+HANDLERS: tuple[Handler[Any], ...] = (
+    WORKFLOWS,
+    STAMPS,
+    NODES,
+    BRIDGE_STATES,
+    INTELLIGENCE_FSM,
+    INTELLIGENCE_WORKFLOWS,
+)
+
+# The intelligence service names its workflow events like the bridge's (`workflow.started`);
+# on an intelligence topic they are the intelligence workflow types (contract section 3).
+INTELLIGENCE_TENANT = "archon-intelligence"
+_ON_INTELLIGENCE_TOPIC = {
+    EventType.WORKFLOW_STARTED: EventType.INTELLIGENCE_WORKFLOW_STARTED,
+    EventType.STEP_COMPLETED: EventType.INTELLIGENCE_WORKFLOW_STEP_COMPLETED,
+    EventType.WORKFLOW_COMPLETED: EventType.INTELLIGENCE_WORKFLOW_COMPLETED,
+    EventType.WORKFLOW_FAILED: EventType.INTELLIGENCE_WORKFLOW_FAILED,
+}
+# Types some handler writes beyond event_logs; the rest of EventType is kept in event_logs only.
+HANDLED_TYPES: frozenset[str] = frozenset().union(*(h.event_types for h in HANDLERS))
+
+
+def is_intelligence_topic(topic: str) -> bool:
+    """``{env}.archon-intelligence.…`` (contract section 1)."""
+    parts = topic.split(".", 2)
+    return len(parts) > 1 and parts[1] == INTELLIGENCE_TENANT
+
+
+def resolve(envelope: Envelope, topic: str) -> Envelope:
+    """The envelope with its event type refined by the topic it was read from."""
+    known = envelope.known_type
+    if known is None or not is_intelligence_topic(topic):
+        return envelope
+    refined = _ON_INTELLIGENCE_TOPIC.get(known)
+    if refined is None:
+        return envelope
+    return envelope.model_copy(update={"event_type": refined.value})
