@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install test lint format typecheck migrate clean
+.PHONY: install test demo lint format typecheck migrate clean
 
 install: $(VENV)/.installed
 
@@ -17,6 +17,10 @@ $(VENV)/.installed: pyproject.toml
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The sink end to end on embedded PostgreSQL and broker, with a sample stream and a summary.
+demo: install
+	$(BIN)/python -m consumer.demo
 
 lint: install
 	$(BIN)/ruff check consumer handlers migrations tests
