@@ -6,10 +6,16 @@ import asyncio
 import functools
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from consumer.sample import Record
+from consumer.settings import DatabaseSettings, KafkaSettings, Settings
 
 SEEDS_DIR = Path(__file__).resolve().parent / "fixtures" / "seeds"
 
@@ -146,3 +152,101 @@ async def schema_snapshot(
         kind: [row[0] for row in await conn.fetch(query, list(schemas))]
         for kind, query in _SNAPSHOT_QUERIES.items()
     }
+
+
+# -- the pipeline end to end ---------------------------------------------------------------
+
+# Every table an event can write, and the columns that legitimately differ between two runs
+# of the same events: surrogate serial ids and columns PostgreSQL fills with NOW() by trigger.
+# event_logs.metadata also carries where the record was read (kafka_*), which differs when the
+# same events are produced again elsewhere; those keys are dropped from the comparison.
+DATA_TABLES: dict[str, tuple[str, ...]] = {
+    "event_logs": (),
+    "workflow_executions": (),
+    "workflow_steps": (),
+    "fsm_transitions": (),
+    "metadata_stamps": (),
+    "node_registrations": (),
+    "bridge_states": (),
+    "intelligence.fsm_state": ("created_at", "updated_at"),
+    "intelligence.fsm_state_history": ("id",),
+    "intelligence.workflow_executions": ("created_at", "updated_at"),
+}
+KAFKA_METADATA_KEYS = ("kafka_topic", "kafka_partition", "kafka_offset")
+
+
+async def table_snapshot(conn: asyncpg.Connection) -> dict[str, list[str]]:
+    """Every data table's rows as sorted JSON text, minus what legitimately differs."""
+    out: dict[str, list[str]] = {}
+    for table, volatile in DATA_TABLES.items():
+        row = "to_jsonb(t) - $1::text[]"
+        if table == "event_logs":
+            row = f"({row}) || jsonb_build_object('metadata', t.metadata - $2::text[])"
+        rows = await conn.fetch(
+            f"SELECT ({row})::text AS r FROM {table} t ORDER BY 1",  # table: constant above
+            list(volatile),
+            *([list(KAFKA_METADATA_KEYS)] if table == "event_logs" else []),
+        )
+        out[table] = [r["r"] for r in rows]
+    return out
+
+
+async def produce(
+    servers: str, records: Sequence[Record], *, partitions: int = 3
+) -> list[tuple[str, int, int]]:
+    """Create the records' topics and produce the records, in order; return where each landed
+    as (topic, partition, offset)."""
+    topics = sorted({r.topic for r in records})
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(t, partitions, 1) for t in topics])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=servers, acks="all", linger_ms=10, max_batch_size=256 * 1024
+    )
+    await producer.start()
+    try:
+        futures = [await producer.send(r.topic, r.value, key=r.key) for r in records]
+        landed = [await f for f in futures]
+    finally:
+        await producer.stop()
+    return [(m.topic, m.partition, m.offset) for m in landed]
+
+
+def sink_settings(db_url: str, servers: str, group: str, **overrides: object) -> Settings:
+    """Settings for a sink in a test: short group timeouts (the embedded broker's joins are
+    slow), a short batch wait."""
+    kafka = KafkaSettings(
+        bootstrap_servers=servers, session_timeout_ms=6000, heartbeat_interval_ms=500
+    )
+    values: dict[str, object] = {
+        "database": DatabaseSettings(url=db_url),
+        "kafka": kafka,
+        "group_id": group,
+        "batch_max_wait_ms": 50,
+        "log_format": "console",
+        "log_level": "WARNING",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def sink_env(db_url: str, servers: str, group: str, **extra: str) -> dict[str, str]:
+    """The environment of an ``omnisink`` subprocess (same settings as sink_settings)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMNISINK_")}
+    env.update(
+        {
+            "OMNISINK_DATABASE_URL": db_url,
+            "OMNISINK_KAFKA_BOOTSTRAP_SERVERS": servers,
+            "OMNISINK_KAFKA_SESSION_TIMEOUT_MS": "6000",
+            "OMNISINK_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+            "OMNISINK_GROUP_ID": group,
+            "OMNISINK_BATCH_MAX_WAIT_MS": "50",
+            "OMNISINK_LOG_FORMAT": "json",
+            "OMNISINK_LOG_LEVEL": "INFO",
+        }
+    )
+    env.update(extra)
+    return env
