@@ -1,0 +1,226 @@
+"""The worker against the real broker and database: where it starts, what it commits where,
+what it does with a record it can never write."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+
+import asyncpg
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from consumer import offsets
+from consumer.devservices import Service
+from consumer.errors import FatalError
+from consumer.settings import DEFAULT_TOPIC_PATTERN
+from consumer.worker import Worker, _without_dlq
+from tests.conftest import TopicFactory
+from tests.support import create_database, drop_database, sink_settings, with_database
+
+
+def _event(n: int, event_type: str = "NODE_HEARTBEAT") -> bytes:
+    return orjson.dumps(
+        {
+            "event_id": str(uuid.uuid4()),
+            "event_type": event_type,
+            "event_timestamp": f"2026-01-01T00:00:{n % 60:02d}Z",
+            "payload": {"node_id": f"node-{n}", "node_type": "reducer", "health_status": "healthy"}
+            if event_type == "NODE_HEARTBEAT"
+            else {"n": n},
+        }
+    )
+
+
+async def _send(
+    servers: str,
+    topic: str,
+    values: list[bytes | None],
+    partition: int = 0,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all")
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(
+                topic, value, key=b"k1", partition=partition, headers=headers
+            )
+    finally:
+        await producer.stop()
+
+
+async def _drain(db_url: str, servers: str, group: str, topics: list[str], **kw: object) -> Worker:
+    worker = Worker(
+        sink_settings(db_url, servers, group, topics=topics, **kw),
+        until_caught_up=True,
+        install_signal_handlers=False,
+    )
+    await asyncio.wait_for(worker.run(), 90)
+    return worker
+
+
+async def _kafka_committed(servers: str, group: str, tps: list[TopicPartition]) -> dict:
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=group)
+    await consumer.start()
+    try:
+        return {tp: await consumer.committed(tp) for tp in tps}
+    finally:
+        await consumer.stop()
+
+
+async def test_resumes_from_postgres_offsets_and_falls_back_to_kafkas(
+    kafka_server: Service, db_url: str, db: asyncpg.Connection, topic_factory: TopicFactory
+) -> None:
+    topic = await topic_factory("resume", partitions=2)
+    group = f"resume-{uuid.uuid4().hex[:6]}"
+    values = {p: [_event(p * 100 + i, "CUSTOM_EVENT") for i in range(10)] for p in (0, 1)}
+    for p, vs in values.items():
+        await _send(kafka_server.url, topic, list(vs), partition=p)
+    p0, p1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    # PostgreSQL says partition 0 resumes at 4; Kafka says 8 for partition 0 and 3 for 1.
+    await db.execute(
+        "INSERT INTO omnisink.consumer_offsets (consumer_group, topic, kafka_partition, "
+        "next_offset) VALUES ($1, $2, 0, 4)",
+        group,
+        topic,
+    )
+    committer = AIOKafkaConsumer(
+        bootstrap_servers=kafka_server.url, group_id=group, enable_auto_commit=False
+    )
+    await committer.start()
+    committer.assign([p0, p1])
+    await committer.commit({p0: OffsetAndMetadata(8, ""), p1: OffsetAndMetadata(3, "")})
+    await committer.stop()
+
+    await _drain(db_url, kafka_server.url, group, [topic])
+
+    got = {
+        (r["p"], r["o"])
+        for r in await db.fetch(
+            "SELECT (metadata->>'kafka_partition')::int AS p, "
+            "(metadata->>'kafka_offset')::int AS o FROM event_logs"
+        )
+    }
+    # PostgreSQL's offset wins over Kafka's; Kafka's counts only where PostgreSQL has none.
+    assert got == {(0, o) for o in range(4, 10)} | {(1, o) for o in range(3, 10)}
+    stored = await offsets.load(db, group, [p0, p1])
+    assert stored == {p0: 10, p1: 10}
+    # Kafka is told what PostgreSQL committed, for lag tooling.
+    assert await _kafka_committed(kafka_server.url, group, [p0, p1]) == {p0: 10, p1: 10}
+
+
+async def test_a_record_it_cannot_write_goes_to_the_dead_letter_topic_and_table(
+    kafka_server: Service, db_url: str, db: asyncpg.Connection, topic_factory: TopicFactory
+) -> None:
+    topic = await topic_factory("poison", partitions=1)
+    group = f"poison-{uuid.uuid4().hex[:6]}"
+    await _send(kafka_server.url, topic, [_event(1)])
+    await _send(kafka_server.url, topic, [b"{not json"], headers=[("trace", b"abc")])
+    await _send(kafka_server.url, topic, [_event(2)])
+
+    worker = await _drain(db_url, kafka_server.url, group, [topic])
+
+    assert worker.stats.dead_letters == 1
+    assert await db.fetchval("SELECT count(*) FROM event_logs") == 2
+    row = await db.fetchrow("SELECT * FROM omnisink.dead_letters")
+    assert (row["topic"], row["kafka_partition"], row["kafka_offset"]) == (topic, 0, 1)
+    assert (row["error_kind"], row["status"]) == ("decode", "pending")
+    assert row["record_key"] == b"k1"
+    assert row["record_value"] == b"{not json"
+    assert list(row["header_keys"]) == ["trace"]
+    assert list(row["header_values"]) == [b"abc"]
+    assert row["dlq_topic"] == f"{topic}.dlq"
+    assert row["dlq_offset"] is not None
+    assert "not valid JSON" in row["error_message"]
+    assert await offsets.load(db, group, [TopicPartition(topic, 0)]) == {
+        TopicPartition(topic, 0): 3
+    }
+
+    consumer = AIOKafkaConsumer(
+        f"{topic}.dlq", bootstrap_servers=kafka_server.url, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        got = await consumer.getmany(timeout_ms=5000)
+    finally:
+        await consumer.stop()
+    records = [r for rs in got.values() for r in rs]
+    assert len(records) == 1
+    dead = records[0]
+    assert (dead.key, dead.value) == (b"k1", b"{not json")
+    headers = dict(dead.headers)
+    assert headers["trace"] == b"abc"
+    assert headers["__connect.errors.topic"] == topic.encode()
+    assert headers["__connect.errors.partition"] == b"0"
+    assert headers["__connect.errors.offset"] == b"1"
+    assert headers["omnisink.error.kind"] == b"decode"
+    assert headers["omnisink.consumer.group"] == group.encode()
+    assert headers["__connect.errors.exception.class.name"].endswith(b"DecodeError")
+    assert (row["dlq_partition"], row["dlq_offset"]) == (dead.partition, dead.offset)
+
+
+@pytest.mark.parametrize("policy", ["keep", "dlq"])
+async def test_unknown_event_types_are_kept_or_dead_lettered(
+    kafka_server: Service,
+    db_url: str,
+    db: asyncpg.Connection,
+    topic_factory: TopicFactory,
+    policy: str,
+) -> None:
+    topic = await topic_factory("unknown", partitions=1)
+    await _send(kafka_server.url, topic, [_event(1, "SOMETHING_NEW")])
+    await _drain(
+        db_url, kafka_server.url, f"u-{uuid.uuid4().hex[:6]}", [topic], unknown_events=policy
+    )
+    logged = await db.fetchval("SELECT count(*) FROM event_logs")
+    dead = await db.fetchval("SELECT error_kind FROM omnisink.dead_letters")
+    if policy == "keep":
+        assert (logged, dead) == (1, None)
+    else:
+        assert (logged, dead) == (0, "unknown_type")
+
+
+async def test_offset_write_is_fenced(db: asyncpg.Connection) -> None:
+    tp = TopicPartition("t", 0)
+    async with db.transaction():
+        await offsets.store(db, "g", {tp: 5}, {})
+    # Another member moved it to 5; this one still believes there is no row.
+    with pytest.raises(offsets.OffsetFenced):
+        async with db.transaction():
+            await offsets.store(db, "g", {tp: 9}, {tp: offsets.NO_OFFSET})
+    # ... or believes it is at 3.
+    with pytest.raises(offsets.OffsetFenced):
+        async with db.transaction():
+            await offsets.store(db, "g", {tp: 9}, {tp: 3})
+    assert await offsets.load(db, "g", [tp]) == {tp: 5}
+    async with db.transaction():
+        await offsets.store(db, "g", {tp: 9}, {tp: 5})
+    assert await offsets.load(db, "g", [tp]) == {tp: 9}
+
+
+@pytest.mark.parametrize("pattern", [DEFAULT_TOPIC_PATTERN, r".*", r"^dev\..*$"])
+def test_the_subscription_never_matches_a_dead_letter_topic(pattern: str) -> None:
+    compiled = re.compile(_without_dlq(pattern))
+    assert compiled.fullmatch("dev.omninode_bridge.onex.evt.node-heartbeat.v1")
+    assert not compiled.fullmatch("dev.omninode_bridge.onex.evt.node-heartbeat.v1.dlq")
+    assert not compiled.fullmatch("dev.archon-intelligence.fsm.state.changed.v1.dlq")
+
+
+async def test_an_unmigrated_database_is_fatal_with_a_fix(
+    kafka_server: Service, pg_server: Service
+) -> None:
+    name = f"omnisink_empty_{uuid.uuid4().hex[:8]}"
+    await create_database(pg_server.url, name)
+    try:
+        worker = Worker(
+            sink_settings(with_database(pg_server.url, name), kafka_server.url, "g"),
+            install_signal_handlers=False,
+        )
+        with pytest.raises(FatalError, match="omnisink migrate"):
+            await asyncio.wait_for(worker.run(), 30)
+    finally:
+        await drop_database(pg_server.url, name)
