@@ -21,6 +21,7 @@ from uuid import UUID
 
 import asyncpg
 from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import KafkaError
 
 DLQ_SUFFIX = ".dlq"
 
@@ -109,6 +110,12 @@ def from_exception(
     )
 
 
+class DeadLetterUnavailable(Exception):  # noqa: N818 - names the condition, like aiokafka's
+    """The dead-letter topic did not take a record. The batch must not commit (its offsets
+    would move past a record whose dead letter is not durable); the worker retries it like any
+    transient fault, for as long as it lasts, and says so loudly."""
+
+
 class Publisher:
     """Publishes dead letters and remembers where each landed, so a retried batch (same
     process) reuses the published copy instead of publishing it again."""
@@ -121,14 +128,21 @@ class Publisher:
     async def publish(self, letters: Sequence[DeadLetter]) -> None:
         """Send every letter not yet sent and wait for the broker's acknowledgements."""
         pending = [d for d in letters if d.source not in self.landed]
-        futures = [
-            await self._producer.send(
-                d.dlq_topic, value=d.record.value, key=d.record.key, headers=d.headers(self._group)
-            )
-            for d in pending
-        ]
-        for letter, future in zip(pending, futures, strict=True):
-            meta = await future
+        for letter in pending:
+            try:
+                future = await self._producer.send(
+                    letter.dlq_topic,
+                    value=letter.record.value,
+                    key=letter.record.key,
+                    headers=letter.headers(self._group),
+                )
+                meta = await future
+            except KafkaError as exc:
+                raise DeadLetterUnavailable(
+                    f"cannot write the dead letter of {letter.record.topic}"
+                    f"[{letter.record.partition}]@{letter.record.offset} to "
+                    f"{letter.dlq_topic}: {type(exc).__name__}: {exc}"
+                ) from exc
             self.landed[letter.source] = (meta.topic, meta.partition, meta.offset)
 
     def forget(self, sources: Sequence[tuple[str, int, int]]) -> None:

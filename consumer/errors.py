@@ -16,6 +16,8 @@ import asyncio
 import asyncpg
 from aiokafka import errors as kafka_errors
 
+from consumer.deadletters import DeadLetterUnavailable
+
 # SQLSTATE classes and codes that mean "try again": 08 connection exception, 40001
 # serialization failure, 40P01 deadlock, 53 insufficient resources (too many connections),
 # 57P01/57P02/57P03 admin/crash shutdown and cannot connect now, 55P03 lock not available.
@@ -33,11 +35,18 @@ def is_transient(exc: BaseException) -> bool:
     """Whether retrying the same work later can succeed."""
     if isinstance(exc, asyncio.CancelledError):
         return False
-    if isinstance(exc, (OSError, asyncio.TimeoutError, ConnectionError)):
-        return True
-    if isinstance(exc, asyncpg.exceptions.InterfaceError):
-        # "connection is closed", "cannot perform operation: another operation is in
-        # progress" after a lost connection.
+    # A dead letter the broker did not take holds its batch back until it does; a lost
+    # connection ("connection is closed") surfaces as asyncpg's InterfaceError.
+    if isinstance(
+        exc,
+        (
+            DeadLetterUnavailable,
+            OSError,
+            asyncio.TimeoutError,
+            ConnectionError,
+            asyncpg.exceptions.InterfaceError,
+        ),
+    ):
         return True
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", None) or ""

@@ -103,7 +103,15 @@ class Settings(BaseSettings):
     batch_max_wait_ms: int = Field(default=200, ge=0)
     max_message_bytes: int = Field(default=1024 * 1024, gt=0)
     unknown_events: Literal["keep", "dlq"] = "keep"
+    # The largest dead letter the producer sends (an oversize record is dead-lettered whole);
+    # the broker's own limit for the .dlq topic still applies.
+    dlq_max_request_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
     shutdown_grace_s: float = Field(default=30.0, gt=0)
+
+    # The circuit breaker in front of PostgreSQL (seed 000's CIRCUIT_BREAKER_CONFIG).
+    breaker_failure_threshold: int = Field(default=5, gt=0)
+    breaker_recovery_s: float = Field(default=60.0, ge=0)
+    breaker_half_open_calls: int = Field(default=3, gt=0)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"

@@ -33,9 +33,15 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.structs import OffsetAndMetadata
-from tenacity import AsyncRetrying, retry_if_exception, wait_random_exponential
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    wait_random_exponential,
+)
 
 from consumer import deadletters, offsets
+from consumer.breaker import CircuitBreaker, State
 from consumer.deadletters import DLQ_SUFFIX, DeadLetter
 from consumer.errors import FatalError, is_fatal, is_transient
 from consumer.settings import Settings
@@ -128,6 +134,14 @@ class Worker:
         # --until-caught-up: the end offset to reach per partition.
         self._targets: dict[TopicPartition, int] = {}
         self._first_highwater: dict[TopicPartition, int] = {}
+        self._paused_for_retry = False
+        self.breaker = CircuitBreaker(
+            "database",
+            failure_threshold=settings.breaker_failure_threshold,
+            recovery_s=settings.breaker_recovery_s,
+            half_open_calls=settings.breaker_half_open_calls,
+            on_change=_breaker_changed,
+        )
         self._joined = False
 
     @property
@@ -240,7 +254,9 @@ class Worker:
         # acks=all: a dead letter is durable before its offset moves. Not idempotent: not every
         # Kafka-compatible broker grants producer ids, and the dead-letter topic is
         # at-least-once anyway (see consumer/deadletters.py); the table is the exact record.
-        self._producer = AIOKafkaProducer(**kafka, acks="all")
+        self._producer = AIOKafkaProducer(
+            **kafka, acks="all", max_request_size=s.dlq_max_request_bytes
+        )
         self._dlq = deadletters.Publisher(self._producer, self._group)
         listener = _Listener(self)
         if s.topics:
@@ -365,24 +381,41 @@ class Worker:
         return out
 
     async def _process(self, records: Records) -> None:
-        async with self.batch_lock:
-            # Partitions revoked while the batch was fetched belong to someone else now.
-            records = {tp: rs for tp, rs in records.items() if tp in self._expected and rs}
-            while records:
-                try:
-                    await self._retrying("commit_batch", lambda: self._commit_batch(records))
-                    break
-                except offsets.OffsetFenced as fenced:
-                    self.stats.fenced += 1
-                    log.warning("batch.fenced", partitions=[str(tp) for tp in fenced.partitions])
-                    for tp in fenced.partitions:
-                        records.pop(tp, None)
-                        self._expected.pop(tp, None)
-                        self._to_seek.add(tp)
-                        self._kafka.pause(tp)
+        while True:
+            try:
+                await self._retrying("commit_batch", lambda: self._commit_batch(records))
+                break
+            except offsets.OffsetFenced as fenced:
+                self.stats.fenced += 1
+                log.warning("batch.fenced", partitions=[str(tp) for tp in fenced.partitions])
+                for tp in fenced.partitions:
+                    records.pop(tp, None)
+                    self._expected.pop(tp, None)
+                    self._to_seek.add(tp)
+                    self._kafka.pause(tp)
+            except Exception as exc:
+                if not (self._stopping.is_set() and is_transient(exc)):
+                    raise
+                # Stopping while the database or broker is away: the batch rolled back and
+                # its records are read again by the next owner; nothing is lost.
+                log.warning("batch.abandoned_on_stop", error=str(exc))
+                return
+            finally:
+                self._resume_after_retry()
         await self._commit_to_kafka()
 
     async def _commit_batch(self, records: Records) -> None:
+        # The lock is held per attempt, not across the waits between attempts, so a rebalance
+        # can revoke partitions while the database is away instead of timing out.
+        async with self.batch_lock:
+            # Partitions revoked (or to be sought again) since the records were fetched belong
+            # to someone else now, or will be read again from the stored offset.
+            for tp in [tp for tp in records if tp not in self._expected or tp in self._to_seek]:
+                del records[tp]
+            if records:
+                await self._commit_owned(records)
+
+    async def _commit_owned(self, records: Records) -> None:
         if self._dlq is None:
             raise RuntimeError("the worker is not started")
         events, dead = self._decode(records)
@@ -483,34 +516,74 @@ class Worker:
     async def _retrying(self, what: str, fn: Any) -> Any:
         """Run ``fn`` until it succeeds, retrying transient errors with backoff and jitter.
 
+        Between attempts the worker pauses its partitions and keeps polling Kafka, so a long
+        outage neither loses the records in hand nor gets the member thrown out of the group
+        (``max.poll.interval.ms``); the circuit breaker stretches the wait while it is open.
         A fatal error stops the worker; a permanent one propagates to the caller.
         """
+        jitter = wait_random_exponential(multiplier=0.2, max=30)
 
-        def _before_sleep(state: Any) -> None:
+        def _wait(state: RetryCallState) -> float:
+            return max(jitter(state), self.breaker.wait_s())
+
+        def _before_sleep(state: RetryCallState) -> None:
             self.stats.retries += 1
-            exc = state.outcome.exception()
+            exc = state.outcome.exception() if state.outcome else None
             log.warning(
                 "transient_error",
                 operation=what,
                 attempt=state.attempt_number,
                 error_class=type(exc).__name__,
                 error=str(exc),
+                breaker=self.breaker.state.value,
+                wait_s=round(state.upcoming_sleep, 2),
             )
 
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(lambda e: is_transient(e) and not self._stopping.is_set()),
-            wait=wait_random_exponential(multiplier=0.2, max=30),
+            wait=_wait,
+            sleep=self._sleep_polling,
             before_sleep=_before_sleep,
             reraise=True,
         ):
             with attempt:
                 try:
-                    return await fn()
+                    result = await fn()
                 except Exception as exc:
                     if is_fatal(exc):
                         raise FatalError(f"{what}: {exc}") from exc
+                    if is_transient(exc):
+                        self.breaker.failure()
                     raise
+                self.breaker.success()
+                return result
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _sleep_polling(self, seconds: float) -> None:
+        """Wait between attempts while polling Kafka with every partition paused."""
+        if self._consumer is None:
+            await asyncio.sleep(seconds)
+            return
+        owned = self._kafka.assignment()
+        if owned:
+            self._kafka.pause(*owned)
+            self._paused_for_retry = True
+        deadline = time.monotonic() + seconds
+        while not self._stopping.is_set():
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                break
+            # Paused: returns nothing, but keeps the member alive and rebalances running.
+            await self._kafka.getmany(timeout_ms=min(remaining_ms, 500))
+
+    def _resume_after_retry(self) -> None:
+        if not self._paused_for_retry or self._consumer is None:
+            return
+        self._paused_for_retry = False
+        # Partitions still waiting for their seek stay paused until _seek_assigned.
+        resumable = self._kafka.assignment() - self._to_seek
+        if resumable:
+            self._kafka.resume(*resumable)
 
     # -- drain mode --------------------------------------------------------------------------
 
@@ -552,6 +625,10 @@ class Worker:
             "elapsed_s": round(s.elapsed_s, 2),
             "events_per_s": round(s.events_per_s),
         }
+
+
+def _breaker_changed(name: str, state: State) -> None:
+    log.warning("circuit_breaker.changed", breaker=name, state=state.value)
 
 
 def _kafka_options(settings: Settings) -> dict[str, Any]:

@@ -62,38 +62,89 @@ def route(
     return by_handler, rejected, kept, repeats
 
 
+# Errors of the data itself: the same rows can never be written (23 integrity constraint,
+# 22 data exception, 54 program limit such as an index row too large). Anything else from the
+# database is the consumer's to classify (transient or fatal), never a reason to drop data.
+PERMANENT_SQL_ERRORS: tuple[type[Exception], ...] = (
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.DataError,
+    asyncpg.ProgramLimitExceededError,
+)
+
+
 async def write(
     conn: asyncpg.Connection, events: Sequence[Event], handlers: Sequence[Handler[Any]]
 ) -> BatchResult:
     """Write a batch inside the caller's transaction.
 
-    Each attempt runs in a savepoint: when a handler finds events it can never write
-    (:class:`Rejected`), the savepoint is rolled back and the batch is written again without
-    them, so one bad event never takes the rest of its batch with it.
+    Each attempt runs in a savepoint, so one bad event never takes the rest of its batch with
+    it: when a handler names events it can never write (:class:`Rejected`), the savepoint is
+    rolled back and the batch is written again without them; when the database refuses the
+    data itself (``PERMANENT_SQL_ERRORS``) without saying which event, the batch is split in
+    halves, each written in its own savepoint, down to the one event that fails alone, which
+    is rejected as ``constraint``. Halves are written in order, so the rest of the batch
+    still commits in order.
     """
     by_handler, rejected, kept, repeats = route(events, handlers)
     result = BatchResult(rejected=rejected)
-    while True:
-        try:
-            async with conn.transaction():
-                new_ids = await event_logs.insert(conn, kept)
-                for index, handler in enumerate(handlers):
-                    items = [i for i in by_handler[index] if i.event.event_id in new_ids]
-                    if items:
-                        await handler.apply(conn, items)
-        except Rejected as exc:
-            if not exc.rejections or not exc.rejections.keys() <= {e.event_id for e in kept}:
-                raise RuntimeError("a handler rejected events that are not in its batch") from exc
-            result.rejected.extend(
-                (e, exc.rejections[e.event_id]) for e in kept if e.event_id in exc.rejections
-            )
-            kept = [e for e in kept if e.event_id not in exc.rejections]
-            by_handler = {
-                index: [i for i in items if i.event.event_id not in exc.rejections]
-                for index, items in by_handler.items()
-            }
-            continue
-        break
+    new_ids = await _write_part(conn, kept, by_handler, handlers, result)
+    rejected_ids = {e.event_id for e, _ in result.rejected}
+    kept = [e for e in kept if e.event_id not in rejected_ids]
     result.new = [e for e in kept if e.event_id in new_ids]
     result.duplicates = [e for e in kept if e.event_id not in new_ids] + repeats
     return result
+
+
+async def _write_part(
+    conn: asyncpg.Connection,
+    part: list[Event],
+    by_handler: dict[int, list[Item[Any]]],
+    handlers: Sequence[Handler[Any]],
+    result: BatchResult,
+) -> set[UUID]:
+    """Write ``part`` in a savepoint; return the ids it wrote for the first time."""
+    while part:
+        ids = {e.event_id for e in part}
+        try:
+            async with conn.transaction():
+                new_ids = await event_logs.insert(conn, part)
+                for index, handler in enumerate(handlers):
+                    items = [
+                        i
+                        for i in by_handler[index]
+                        if i.event.event_id in new_ids and i.event.event_id in ids
+                    ]
+                    if items:
+                        await handler.apply(conn, items)
+        except Rejected as exc:
+            if not exc.rejections or not exc.rejections.keys() <= ids:
+                raise RuntimeError("a handler rejected events that are not in its batch") from exc
+            result.rejected.extend(
+                (e, exc.rejections[e.event_id]) for e in part if e.event_id in exc.rejections
+            )
+            part = [e for e in part if e.event_id not in exc.rejections]
+        except PERMANENT_SQL_ERRORS as exc:
+            if len(part) == 1:
+                result.rejected.append((part[0], _constraint(exc)))
+                return set()
+            middle = len(part) // 2
+            first = await _write_part(conn, part[:middle], by_handler, handlers, result)
+            return first | await _write_part(conn, part[middle:], by_handler, handlers, result)
+        else:
+            return new_ids
+    return set()
+
+
+def _constraint(exc: Exception) -> Reject:
+    state = getattr(exc, "sqlstate", "?")
+    where = [
+        f"{name} {value}"
+        for name, value in (
+            ("table", getattr(exc, "table_name", None)),
+            ("column", getattr(exc, "column_name", None)),
+            ("constraint", getattr(exc, "constraint_name", None)),
+        )
+        if value
+    ]
+    suffix = f" ({', '.join(where)})" if where else ""
+    return Reject("constraint", f"PostgreSQL refused the event's rows: {state} {exc}{suffix}")

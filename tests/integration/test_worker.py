@@ -224,3 +224,14 @@ async def test_an_unmigrated_database_is_fatal_with_a_fix(
             await asyncio.wait_for(worker.run(), 30)
     finally:
         await drop_database(pg_server.url, name)
+
+
+async def test_static_membership(
+    kafka_server: Service, db_url: str, db: asyncpg.Connection, topic_factory: TopicFactory
+) -> None:
+    topic = await topic_factory("static", partitions=2)
+    await _send(kafka_server.url, topic, [_event(i, "CUSTOM_EVENT") for i in range(5)])
+    group = f"static-{uuid.uuid4().hex[:6]}"
+    for _ in range(2):  # the same instance id twice: the second takes the member's place
+        await _drain(db_url, kafka_server.url, group, [topic], group_instance_id="sink-0")
+    assert await db.fetchval("SELECT count(*) FROM event_logs") == 5
