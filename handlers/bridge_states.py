@@ -46,7 +46,6 @@ make replays differ; a workflow id that is not a UUID maps to its uuid5 like eve
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,16 +54,9 @@ from typing import Annotated, Any, Final
 from uuid import UUID, uuid5
 
 import asyncpg
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    ValidationError,
-)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from handlers import fields
 from handlers.base import Event, Item, Reject, as_uuid, jsonb
 from handlers.envelope import FOREIGN_ID_NAMESPACE, EventType
 
@@ -73,8 +65,6 @@ NODE_TYPE_MAX_CHARS: Final = 50
 STATE_MAX_CHARS: Final = 50
 NAMESPACE_MAX_CHARS: Final = 255
 AGGREGATION_TYPE_MAX_CHARS: Final = 50
-INT4_MAX: Final = 2**31 - 1
-INT8_MAX: Final = 2**63 - 1
 # NUMERIC(10, 2): 8 digits before the point.
 ITEMS_PER_SECOND_LIMIT: Final = Decimal("100000000")
 CENTS: Final = Decimal("0.01")
@@ -110,7 +100,6 @@ FIELDS: Final = (
 _NOT_STATE_DATA: Final = frozenset(
     {"node_type", "aggregation_id", "correlation_id", "state", *FIELDS}
 )
-_MESSAGE_MAX_ERRORS: Final = 5
 
 
 def bridge_row_id(node_type: str, correlation_id: UUID) -> UUID:
@@ -121,31 +110,6 @@ def bridge_row_id(node_type: str, correlation_id: UUID) -> UUID:
 # --- payloads ----------------------------------------------------------------------------------
 
 
-def _upper(limit: int) -> Any:
-    def check(value: str) -> str:
-        upper = value.strip().upper()
-        if not upper:
-            raise ValueError("must not be blank")
-        # Checked after upper-casing: it can lengthen a string ('ß' -> 'SS').
-        if len(upper) > limit:
-            raise ValueError(f"longer than {limit} characters")
-        return upper
-
-    return check
-
-
-def _rounded_ms(value: Any) -> Any:
-    # Durations computed from perf_counter arrive as fractional milliseconds (also as strings).
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            return value
-    if isinstance(value, float) and math.isfinite(value):
-        return round(value)
-    return value
-
-
 def _cents(value: Decimal) -> Decimal:
     rounded = value.quantize(CENTS, rounding=ROUND_HALF_UP)
     if rounded >= ITEMS_PER_SECOND_LIMIT:
@@ -153,26 +117,8 @@ def _cents(value: Decimal) -> Decimal:
     return rounded
 
 
-def _utc(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("is outside the range of dates once converted to UTC") from None
-
-
-def _id_text(value: Any) -> Any:
-    # An id sent as a JSON number is the same id as its decimal text.
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return value
-
-
-State = Annotated[str, AfterValidator(_upper(STATE_MAX_CHARS))]
-NodeType = Annotated[str, AfterValidator(_upper(NODE_TYPE_MAX_CHARS))]
-IdText = Annotated[str, BeforeValidator(_id_text)]
-Timestamp = Annotated[datetime, AfterValidator(_utc)]
+State = Annotated[str, AfterValidator(fields.upper(STATE_MAX_CHARS))]
+NodeType = Annotated[str, AfterValidator(fields.upper(NODE_TYPE_MAX_CHARS))]
 
 
 class _BridgePayload(BaseModel):
@@ -180,42 +126,27 @@ class _BridgePayload(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     node_type: NodeType | None = None
-    aggregation_id: IdText | None = None
-    correlation_id: IdText | None = None
+    aggregation_id: fields.IdText | None = None
+    correlation_id: fields.IdText | None = None
     state: State | None = None
     to_state: State | None = None
     initial_state: State | None = None
     state_data: dict[str, Any] | None = None
     namespace: Annotated[str, StringConstraints(max_length=NAMESPACE_MAX_CHARS)] | None = None
-    total_size_bytes: Annotated[int, Field(ge=0, le=INT8_MAX)] | None = None
-    unique_file_types: list[Annotated[str, BeforeValidator(_id_text)]] | None = None
-    unique_workflows: list[IdText] | None = None
+    total_size_bytes: Annotated[int, Field(ge=0, le=fields.INT8_MAX)] | None = None
+    unique_file_types: list[fields.IdText] | None = None
+    unique_workflows: list[fields.IdText] | None = None
     aggregation_type: (
         Annotated[str, StringConstraints(max_length=AGGREGATION_TYPE_MAX_CHARS)] | None
     ) = None
-    window_start: Timestamp | None = None
-    window_end: Timestamp | None = None
-    aggregation_duration_ms: (
-        Annotated[int, BeforeValidator(_rounded_ms), Field(ge=0, le=INT4_MAX)] | None
-    ) = None
+    window_start: fields.UtcDatetime | None = None
+    window_end: fields.UtcDatetime | None = None
+    aggregation_duration_ms: fields.NonNegativeMillis | None = None
     items_per_second: (
         Annotated[Decimal, Field(ge=0, allow_inf_nan=False), AfterValidator(_cents)] | None
     ) = None
-    version: Annotated[int, Field(ge=1, le=INT4_MAX)] | None = None
+    version: Annotated[int, Field(ge=1, le=fields.INT4_MAX)] | None = None
     configuration: dict[str, Any] | None = None
-
-
-def _schema_reject(exc: ValidationError) -> Reject:
-    # Field paths and pydantic's reasons only: never the value (it may be large or secret).
-    problems = []
-    for error in exc.errors(include_url=False, include_input=False, include_context=False):
-        where = ".".join(str(part) for part in error["loc"]) or "payload"
-        reason = "missing (required)" if error["type"] == "missing" else error["msg"]
-        problems.append(f"{where}: {reason}")
-    shown = "; ".join(problems[:_MESSAGE_MAX_ERRORS])
-    if len(problems) > _MESSAGE_MAX_ERRORS:
-        shown += f"; and {len(problems) - _MESSAGE_MAX_ERRORS} more"
-    return Reject("schema", shown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,12 +162,8 @@ class BridgeFacts:
     fields: Mapping[str, Any]
 
 
-def _present(text: str | None) -> str | None:
-    return text if text is not None and text.strip() else None
-
-
 def _correlation(model: _BridgePayload, event: Event) -> tuple[UUID, str | None]:
-    text = _present(model.aggregation_id) or _present(model.correlation_id)
+    text = fields.present(model.aggregation_id) or fields.present(model.correlation_id)
     if text is not None:
         try:
             return UUID(text), None
@@ -449,10 +376,7 @@ class BridgeStatesHandler:
     )
 
     def parse(self, event: Event) -> BridgeFacts:
-        try:
-            model = _BridgePayload.model_validate(event.payload)
-        except ValidationError as exc:
-            raise _schema_reject(exc) from None
+        model = fields.validate(_BridgePayload, event.payload)
         correlation_id, original = _correlation(model, event)
         return BridgeFacts(
             node_type=model.node_type or DEFAULT_NODE_TYPE,

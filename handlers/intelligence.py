@@ -83,7 +83,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Final, Literal, TypeVar
 from uuid import UUID, uuid5
 
@@ -97,9 +97,9 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    ValidationError,
 )
 
+from handlers import fields
 from handlers.base import Event, Item, Reject, jsonb
 from handlers.envelope import FOREIGN_ID_NAMESPACE, Envelope, EventType
 
@@ -111,8 +111,6 @@ CORRELATION_ID_MAX_CHARS: Final = 255
 WORKFLOW_ID_MAX_CHARS: Final = 255
 OPERATION_TYPE_MAX_CHARS: Final = 50
 STEP_MAX_CHARS: Final = 100
-INT4_MIN: Final = -(2**31)
-INT4_MAX: Final = 2**31 - 1
 
 # The transaction-local switch migration 017 reads: the sink writes the history itself.
 _SINK_WRITES_HISTORY: Final = "SELECT set_config('omnisink.fsm_history', 'sink', true)"
@@ -195,25 +193,6 @@ def fsm_state_id(fsm_type: str, entity_id: str) -> UUID:
 # --- payload models --------------------------------------------------------------------------
 
 
-def _number_as_text(value: Any) -> Any:
-    # An id sent as a JSON number is the same id as its decimal text.
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    return value
-
-
-def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be blank")
-    return value
-
-
-def _name(value: str) -> str:
-    # FSM types, states and actions: case-insensitive, stored upper case. Their length is not
-    # checked here: a name outside FSM_DEFINITIONS is rejected before it could reach SQL.
-    return _not_blank(value).strip().upper()
-
-
 def _not_bool(value: Any) -> Any:
     # pydantic's lax int takes true/false as 1/0; an epoch is never a boolean.
     if isinstance(value, bool):
@@ -221,48 +200,35 @@ def _not_bool(value: Any) -> Any:
     return value
 
 
-def _utc(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("is outside the range of dates once converted to UTC") from None
-
-
-Name = Annotated[str, AfterValidator(_name)]
+# FSM types, states and actions: case-insensitive, stored upper case. Their length is not
+# checked here: a name outside FSM_DEFINITIONS is rejected before it could reach SQL.
+Name = Annotated[str, AfterValidator(fields.upper())]
 EntityId = Annotated[
-    str,
-    BeforeValidator(_number_as_text),
+    fields.NumberText,
     StringConstraints(max_length=ENTITY_ID_MAX_CHARS),
-    AfterValidator(_not_blank),
+    AfterValidator(fields.not_blank),
 ]
 LeaseId = Annotated[
-    str,
-    BeforeValidator(_number_as_text),
+    fields.NumberText,
     StringConstraints(max_length=LEASE_ID_MAX_CHARS),
-    AfterValidator(_not_blank),
+    AfterValidator(fields.not_blank),
 ]
 WorkflowId = Annotated[
-    str,
-    BeforeValidator(_number_as_text),
+    fields.NumberText,
     StringConstraints(max_length=WORKFLOW_ID_MAX_CHARS),
-    AfterValidator(_not_blank),
+    AfterValidator(fields.not_blank),
 ]
 OperationType = Annotated[
-    str,
-    BeforeValidator(_number_as_text),
+    fields.NumberText,
     StringConstraints(max_length=OPERATION_TYPE_MAX_CHARS),
-    AfterValidator(_not_blank),
+    AfterValidator(fields.not_blank),
 ]
 StepName = Annotated[
-    str,
-    BeforeValidator(_number_as_text),
+    fields.NumberText,
     StringConstraints(max_length=STEP_MAX_CHARS),
-    AfterValidator(_not_blank),
+    AfterValidator(fields.not_blank),
 ]
-Epoch = Annotated[int, BeforeValidator(_not_bool), Field(ge=INT4_MIN, le=INT4_MAX)]
-UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+Epoch = Annotated[int, BeforeValidator(_not_bool), Field(ge=fields.INT4_MIN, le=fields.INT4_MAX)]
 
 
 class _Payload(BaseModel):
@@ -288,7 +254,7 @@ class _LeaseReleasedPayload(_FsmPayload):
 
 
 class _LeaseAcquiredPayload(_LeaseReleasedPayload):
-    lease_expires_at: UtcDatetime | None = None
+    lease_expires_at: fields.UtcDatetime | None = None
 
 
 class _WorkflowPayload(_Payload):
@@ -333,18 +299,7 @@ _M = TypeVar("_M", bound=_Payload)
 
 
 def _validate(model: type[_M], payload: dict[str, Any]) -> _M:
-    try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        problems = [
-            f"{'.'.join(str(p) for p in error['loc']) or 'payload'}: "
-            + ("missing (required)" if error["type"] == "missing" else error["msg"])
-            for error in exc.errors(include_url=False, include_input=False, include_context=False)
-        ]
-        shown = "; ".join(problems[:_SCHEMA_MESSAGE_MAX_ERRORS])
-        if len(problems) > _SCHEMA_MESSAGE_MAX_ERRORS:
-            shown += f"; and {len(problems) - _SCHEMA_MESSAGE_MAX_ERRORS} more"
-        raise Reject("schema", shown) from None
+    return fields.validate(model, payload, max_errors=_SCHEMA_MESSAGE_MAX_ERRORS)
 
 
 def _shown(text: str) -> str:

@@ -46,15 +46,9 @@ from typing import Annotated, Any, Final
 from uuid import UUID, uuid5
 
 import asyncpg
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    StringConstraints,
-    ValidationError,
-)
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, StringConstraints
 
+from handlers import fields
 from handlers.base import Event, Item, Reject, as_uuid, jsonb
 from handlers.envelope import FOREIGN_ID_NAMESPACE, EventType
 
@@ -77,7 +71,6 @@ _INTROSPECTION_COLUMNS: Final = frozenset(
 )
 _HEARTBEAT_COLUMNS: Final = frozenset({"node_id", "node_type", "health_status"})
 _ENDPOINT_PREFERENCE: Final = ("api", "health")
-_MESSAGE_MAX_ERRORS: Final = 5
 
 
 def node_row_id(node: UUID) -> UUID:
@@ -86,25 +79,6 @@ def node_row_id(node: UUID) -> UUID:
 
 
 # --- payloads ----------------------------------------------------------------------------------
-
-
-def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be blank")
-    return value
-
-
-def _upper(limit: int) -> Any:
-    def check(value: str) -> str:
-        upper = value.strip().upper()
-        if not upper:
-            raise ValueError("must not be blank")
-        # Checked after upper-casing: it can lengthen a string ('ß' -> 'SS').
-        if len(upper) > limit:
-            raise ValueError(f"longer than {limit} characters")
-        return upper
-
-    return check
 
 
 def _health(value: str) -> str:
@@ -120,8 +94,8 @@ def _semver_text(value: Any) -> Any:
     return value
 
 
-NodeId = Annotated[str, AfterValidator(_not_blank)]
-NodeType = Annotated[str, AfterValidator(_upper(NODE_TYPE_MAX_CHARS))]
+NodeId = Annotated[str, AfterValidator(fields.not_blank)]
+NodeType = Annotated[str, AfterValidator(fields.upper(NODE_TYPE_MAX_CHARS))]
 Health = Annotated[str, AfterValidator(_health)]
 NodeVersion = Annotated[
     str,
@@ -149,19 +123,6 @@ class _IntrospectionPayload(_NodePayload):
 
 class _HeartbeatPayload(_NodePayload):
     health_status: Health
-
-
-def _schema_reject(exc: ValidationError) -> Reject:
-    # Field paths and pydantic's reasons only: never the value (it may be large or secret).
-    problems = []
-    for error in exc.errors(include_url=False, include_input=False, include_context=False):
-        where = ".".join(str(part) for part in error["loc"]) or "payload"
-        reason = "missing (required)" if error["type"] == "missing" else error["msg"]
-        problems.append(f"{where}: {reason}")
-    shown = "; ".join(problems[:_MESSAGE_MAX_ERRORS])
-    if len(problems) > _MESSAGE_MAX_ERRORS:
-        shown += f"; and {len(problems) - _MESSAGE_MAX_ERRORS} more"
-    return Reject("schema", shown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,10 +323,7 @@ class NodesHandler:
 
     def parse(self, event: Event) -> NodePayload:
         if event.event_type == EventType.NODE_HEARTBEAT:
-            try:
-                beat = _HeartbeatPayload.model_validate(event.payload)
-            except ValidationError as exc:
-                raise _schema_reject(exc) from None
+            beat = fields.validate(_HeartbeatPayload, event.payload)
             node = _node_ref(beat.node_id)
             return Heartbeat(
                 node=node,
@@ -373,10 +331,7 @@ class NodesHandler:
                 health_status=beat.health_status,
                 facts=_facts(event.payload, _HEARTBEAT_COLUMNS, node),
             )
-        try:
-            intro = _IntrospectionPayload.model_validate(event.payload)
-        except ValidationError as exc:
-            raise _schema_reject(exc) from None
+        intro = fields.validate(_IntrospectionPayload, event.payload)
         node = _node_ref(intro.node_id)
         return Introspection(
             node=node,

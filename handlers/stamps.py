@@ -25,8 +25,9 @@ Decisions:
 - **Where the intelligence data is**, as the workflow handler reads it (handlers/workflows.py),
   so a workflow and its stamp show the same data: the payload's ``intelligence_data``, else its
   ``intelligence`` (JSON null counts as absent), else the payload minus its ids
-  (``_INTELLIGENCE_NOT_DATA``). The extraction is SQL (``_INTELLIGENCE_OF``), used by both
-  paths below, so they can never disagree.
+  (``handlers.fields.INTELLIGENCE_NOT_DATA``, the keys the workflow handler drops too). The
+  extraction is SQL (``_INTELLIGENCE_OF``), used by both paths below, so they can never
+  disagree.
 - **Order tolerance.** An INTELLIGENCE_RECEIVED can arrive before its stamp exists, and nothing
   can be written to metadata_stamps then. So whenever a stamp row is created, its
   ``intelligence_data`` is filled in the same INSERT from the newest INTELLIGENCE_RECEIVED with
@@ -57,8 +58,9 @@ from typing import Annotated, Any
 from uuid import UUID, uuid5
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from handlers import fields
 from handlers.base import Event, Item, Reject, Rejected, jsonb
 from handlers.envelope import FOREIGN_ID_NAMESPACE, EventType
 
@@ -69,7 +71,6 @@ NAMESPACE_MAX_CHARS = 200
 METADATA_VERSION_MAX_CHARS = 10
 DEFAULT_METADATA_VERSION = "0.1"
 
-_MESSAGE_MAX_ERRORS = 5
 _SHOWN_VALUE_MAX_CHARS = 80
 # A concurrent transaction can make a row both block our INSERT and be gone by the time we look
 # (only if something deletes stamps, which the sink never does). Bounded so that cannot spin.
@@ -127,19 +128,6 @@ class StampIntelligence:
 StampPayload = StampCreated | StampIntelligence
 
 
-def _schema_reject(exc: ValidationError) -> Reject:
-    # Field paths and pydantic's reasons only: never the value (it may be large or secret).
-    problems = []
-    for error in exc.errors(include_url=False, include_input=False, include_context=False):
-        where = ".".join(str(part) for part in error["loc"]) or "payload"
-        reason = "missing (required)" if error["type"] == "missing" else error["msg"]
-        problems.append(f"{where}: {reason}")
-    shown = "; ".join(problems[:_MESSAGE_MAX_ERRORS])
-    if len(problems) > _MESSAGE_MAX_ERRORS:
-        shown += f"; and {len(problems) - _MESSAGE_MAX_ERRORS} more"
-    return Reject("schema", shown)
-
-
 def _shown(value: str) -> str:
     if len(value) <= _SHOWN_VALUE_MAX_CHARS:
         return repr(value)
@@ -174,22 +162,12 @@ _NEWEST_INTELLIGENCE = """
     ORDER BY e.created_at DESC, e.id DESC
     LIMIT 1
 """
-# The same keys as handlers.workflows._INTELLIGENCE_NOT_DATA.
-_INTELLIGENCE_NOT_DATA = (
-    "workflow_id",
-    "namespace",
-    "correlation_id",
-    "session_id",
-    "timestamp",
-    "stamp_id",
-    "file_hash",
-)
 _INTELLIGENCE_OF = f"""
     CASE WHEN COALESCE(jsonb_typeof(i.payload -> 'intelligence_data'), 'null') <> 'null'
          THEN i.payload -> 'intelligence_data'
          WHEN COALESCE(jsonb_typeof(i.payload -> 'intelligence'), 'null') <> 'null'
          THEN i.payload -> 'intelligence'
-         ELSE i.payload - ARRAY[{", ".join(f"'{k}'" for k in _INTELLIGENCE_NOT_DATA)}]
+         ELSE i.payload - ARRAY[{", ".join(f"'{k}'" for k in fields.INTELLIGENCE_NOT_DATA)}]
     END
 """
 
@@ -275,16 +253,10 @@ class StampsHandler:
 
     def parse(self, event: Event) -> StampPayload:
         if event.event_type == EventType.INTELLIGENCE_RECEIVED:
-            try:
-                intelligence = _IntelligencePayload.model_validate(event.payload)
-            except ValidationError as exc:
-                raise _schema_reject(exc) from None
+            intelligence = fields.validate(_IntelligencePayload, event.payload)
             # An empty hash can match no stamp (stamps require one): nothing to do, like none.
             return StampIntelligence(file_hash=intelligence.file_hash or None)
-        try:
-            p = _StampCreatedPayload.model_validate(event.payload)
-        except ValidationError as exc:
-            raise _schema_reject(exc) from None
+        p = fields.validate(_StampCreatedPayload, event.payload)
         return StampCreated(
             stamp_id=p.stamp_id,
             file_hash=p.file_hash,

@@ -66,7 +66,6 @@ Decisions (event contract sections 3 and 4):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -74,16 +73,9 @@ from typing import Annotated, Any, Final, TypeVar
 from uuid import UUID, uuid5
 
 import asyncpg
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    ValidationError,
-)
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
+from handlers import fields
 from handlers.base import Event, Item, Reject, as_uuid, jsonb
 from handlers.envelope import FOREIGN_ID_NAMESPACE, EventType
 
@@ -96,8 +88,6 @@ STEP_KEY_MAX_CHARS: Final = 255
 STEP_NAME_MAX_CHARS: Final = 100
 STEP_TYPE_MAX_CHARS: Final = 50
 TRIGGERED_BY_MAX_CHARS: Final = 100
-INT4_MIN: Final = -(2**31)
-INT4_MAX: Final = 2**31 - 1
 
 # Stand-ins of the NOT NULL step columns until an event carries the real value.
 UNKNOWN_STEP_TYPE: Final = "unknown"
@@ -133,17 +123,7 @@ _COMPLETED_NOT_OUTPUT: Final = frozenset(
         "file_hash",
     }
 )
-_INTELLIGENCE_NOT_DATA: Final = frozenset(
-    {
-        "workflow_id",
-        "namespace",
-        "correlation_id",
-        "session_id",
-        "timestamp",
-        "stamp_id",
-        "file_hash",
-    }
-)
+_INTELLIGENCE_NOT_DATA: Final = frozenset(fields.INTELLIGENCE_NOT_DATA)
 
 _SCHEMA_MESSAGE_MAX_ERRORS: Final = 3
 
@@ -151,50 +131,13 @@ _SCHEMA_MESSAGE_MAX_ERRORS: Final = 3
 # --- payload models ------------------------------------------------------------------------
 
 
-def _int_as_text(value: Any) -> Any:
-    # An id sent as a JSON number is the same id as its decimal text.
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return value
-
-
-def _rounded_ms(value: Any) -> Any:
-    # Durations computed from perf_counter arrive as fractional milliseconds (also as strings).
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            return value
-    if isinstance(value, float) and math.isfinite(value):
-        return round(value)
-    return value
-
-
-def _state(value: str) -> str:
-    state = value.strip().upper()
-    if not state:
-        raise ValueError("must not be blank")
-    # Checked after upper-casing: it can lengthen a string ('ß' -> 'SS').
-    if len(state) > STATE_MAX_CHARS:
-        raise ValueError(f"longer than {STATE_MAX_CHARS} characters")
-    return state
-
-
-IdText = Annotated[str, BeforeValidator(_int_as_text)]
 Namespace = Annotated[str, StringConstraints(max_length=NAMESPACE_MAX_CHARS)]
-StampId = Annotated[
-    str, BeforeValidator(_int_as_text), StringConstraints(max_length=STAMP_ID_MAX_CHARS)
-]
+StampId = Annotated[fields.IdText, StringConstraints(max_length=STAMP_ID_MAX_CHARS)]
 FileHash = Annotated[str, StringConstraints(max_length=FILE_HASH_MAX_CHARS)]
-StepKey = Annotated[
-    str, BeforeValidator(_int_as_text), StringConstraints(max_length=STEP_KEY_MAX_CHARS)
-]
+StepKey = Annotated[fields.IdText, StringConstraints(max_length=STEP_KEY_MAX_CHARS)]
 StepName = Annotated[str, StringConstraints(max_length=STEP_NAME_MAX_CHARS)]
 StepType = Annotated[str, StringConstraints(max_length=STEP_TYPE_MAX_CHARS)]
-Int4 = Annotated[int, Field(ge=INT4_MIN, le=INT4_MAX)]
-Millis = Annotated[int, BeforeValidator(_rounded_ms), Field(ge=INT4_MIN, le=INT4_MAX)]
-NonNegativeMillis = Annotated[int, BeforeValidator(_rounded_ms), Field(ge=0, le=INT4_MAX)]
-State = Annotated[str, AfterValidator(_state)]
+State = Annotated[str, AfterValidator(fields.upper(STATE_MAX_CHARS))]
 TriggeredBy = Annotated[str, StringConstraints(max_length=TRIGGERED_BY_MAX_CHARS)]
 
 
@@ -202,7 +145,7 @@ class _Payload(BaseModel):
     # Producers we do not control add fields: extra keys are allowed and ignored.
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    workflow_id: IdText | None = None
+    workflow_id: fields.IdText | None = None
     namespace: Namespace | None = None
 
 
@@ -227,12 +170,12 @@ class _StepPayload(_Payload):
     step_id: StepKey | None = None
     step_name: StepName | None = None
     step_type: StepType | None = None
-    step_order: Int4 | None = None
+    step_order: fields.Int4 | None = None
     input: Any = None
     input_data: Any = None
     output: Any = None
     output_data: Any = None
-    execution_time_ms: Millis | None = None
+    execution_time_ms: fields.Millis | None = None
     error: Any = None
     error_type: Any = None
 
@@ -246,8 +189,8 @@ class _TransitionPayload(_Payload):
 
 class _HashPayload(_Payload):
     file_hash: FileHash
-    generation_time_ms: NonNegativeMillis | None = None
-    hash_generation_time_ms: NonNegativeMillis | None = None
+    generation_time_ms: fields.NonNegativeMillis | None = None
+    hash_generation_time_ms: fields.NonNegativeMillis | None = None
 
 
 class _IntelligencePayload(_Payload):
@@ -332,32 +275,16 @@ _M = TypeVar("_M", bound=_Payload)
 
 
 def _validate(model: type[_M], payload: dict[str, Any]) -> _M:
-    try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        problems = [
-            f"{'.'.join(str(p) for p in error['loc']) or 'payload'}: "
-            + ("missing (required)" if error["type"] == "missing" else error["msg"])
-            for error in exc.errors(include_url=False, include_input=False, include_context=False)
-        ]
-        shown = "; ".join(problems[:_SCHEMA_MESSAGE_MAX_ERRORS])
-        if len(problems) > _SCHEMA_MESSAGE_MAX_ERRORS:
-            shown += f"; and {len(problems) - _SCHEMA_MESSAGE_MAX_ERRORS} more"
-        raise Reject("schema", shown) from None
-
-
-def _present(text: str | None) -> str | None:
-    # A blank id is no id: mapping "" would merge every producer that sends it.
-    return text if text is not None and text.strip() else None
+    return fields.validate(model, payload, max_errors=_SCHEMA_MESSAGE_MAX_ERRORS)
 
 
 def _ref(model: _Payload) -> WorkflowRef | None:
-    text = _present(model.workflow_id)
+    text = fields.present(model.workflow_id)
     if text is None:
         return None
     uuid = as_uuid(text)
     original = None if _is_uuid(text) else text
-    return WorkflowRef(uuid=uuid, original_id=original, namespace=_present(model.namespace))
+    return WorkflowRef(uuid=uuid, original_id=original, namespace=fields.present(model.namespace))
 
 
 def _is_uuid(text: str) -> bool:
@@ -396,8 +323,8 @@ def step_uuid(workflow: UUID, step_key: str) -> UUID:
 def _parse_step(event: Event) -> Step:
     model = _validate(_StepPayload, event.payload)
     ref = _required_ref(model)
-    step_id = _present(model.step_id)
-    step_name = _present(model.step_name)
+    step_id = fields.present(model.step_id)
+    step_name = fields.present(model.step_name)
     step_key = step_id if step_id is not None else step_name
     if step_key is None:
         raise Reject("schema", "step_id: missing (required, or step_name)")
@@ -411,7 +338,7 @@ def _parse_step(event: Event) -> Step:
     output = _first_given(model.output, model.output_data)
     if output is None and status == "FAILED" and model.error is not None:
         output = {"error": model.error, "error_type": model.error_type}
-    step_type = _present(model.step_type)
+    step_type = fields.present(model.step_type)
     return Step(
         workflow=ref,
         status=status,
@@ -440,8 +367,8 @@ def _parse_completed(event: Event) -> Completed:
     return Completed(
         workflow=_required_ref(model),
         output_data=given if given is not None else _rest(event.payload, _COMPLETED_NOT_OUTPUT),
-        stamp_id=_present(model.stamp_id),
-        file_hash=_present(model.file_hash),
+        stamp_id=fields.present(model.stamp_id),
+        file_hash=fields.present(model.file_hash),
     )
 
 
@@ -459,14 +386,14 @@ def _parse_transition(event: Event) -> Transition:
         workflow=_required_ref(model),
         from_state=model.from_state,
         to_state=model.to_state,
-        triggered_by=_present(model.triggered_by),
+        triggered_by=fields.present(model.triggered_by),
         metadata=model.metadata or {},
     )
 
 
 def _parse_hash(event: Event) -> HashGenerated:
     model = _validate(_HashPayload, event.payload)
-    file_hash = _present(model.file_hash)
+    file_hash = fields.present(model.file_hash)
     if file_hash is None:
         raise Reject("schema", "file_hash: must not be blank")
     return HashGenerated(

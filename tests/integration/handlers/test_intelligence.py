@@ -10,9 +10,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
-import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from handlers import batch
@@ -23,6 +22,8 @@ from handlers.intelligence import (
     INTELLIGENCE_FSM,
     INTELLIGENCE_WORKFLOWS,
 )
+from tests.integration.handlers import support
+from tests.integration.handlers.support import js
 
 BASE = datetime(2025, 11, 14, 12, 0, tzinfo=UTC)
 TABLES = (
@@ -32,30 +33,13 @@ TABLES = (
 HANDLERS = [INTELLIGENCE_FSM, INTELLIGENCE_WORKFLOWS]
 
 
-def at(seconds: float) -> datetime:
-    return BASE + timedelta(seconds=seconds)
-
-
-def make_event(
-    event_type: str,
-    payload: dict[str, Any],
-    *,
-    when: datetime,
-    event_id: uuid.UUID | None = None,
-    correlation_id: uuid.UUID | str | None = None,
-    offset: int = 0,
-) -> Event:
-    wire: dict[str, Any] = {
-        "event_id": str(event_id or uuid.uuid4()),
-        "event_type": event_type,
-        "event_timestamp": when.isoformat(),
-        "source_node_id": "reducer-1",
-        "payload": payload,
-    }
-    if correlation_id is not None:
-        wire["correlation_id"] = str(correlation_id)
+def _topic(event_type: str, _: Envelope) -> str:
     slug = "fsm.state.changed" if "FSM" in event_type.upper() else "fsm.events"
-    return Event(Envelope.from_wire(wire), f"dev.archon-intelligence.{slug}.v1", 0, offset)
+    return f"dev.archon-intelligence.{slug}.v1"
+
+
+make_event = support.EventMaker(BASE, _topic, source_node_id="reducer-1")
+at = make_event.at
 
 
 def transition(
@@ -119,8 +103,7 @@ def wf_event(kind: str, workflow_id: str, *, when: datetime, **payload: Any) -> 
 
 
 async def write(db: asyncpg.Connection, *events: Event) -> batch.BatchResult:
-    async with db.transaction():
-        return await batch.write(db, list(events), HANDLERS)
+    return await support.write_batch(db, events, HANDLERS)
 
 
 async def fsm_row(db: asyncpg.Connection, fsm_type: str, entity_id: str) -> dict[str, Any]:
@@ -149,10 +132,6 @@ async def wf_row(db: asyncpg.Connection, workflow_id: str) -> dict[str, Any]:
     )
     assert row is not None
     return dict(row)
-
-
-def js(text: str | None) -> Any:
-    return None if text is None else orjson.loads(text)
 
 
 def ms(delta: timedelta) -> float:
@@ -1042,14 +1021,10 @@ SNAPSHOTS = {
 
 
 async def snapshot(db: asyncpg.Connection) -> dict[str, list[dict[str, Any]]]:
-    return {name: [dict(r) for r in await db.fetch(sql)] for name, sql in SNAPSHOTS.items()}
+    return await support.query_snapshot(db, SNAPSHOTS)
 
 
-@settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+@support.property_settings(40)
 @given(events=scenarios(), data=st.data())
 async def test_property_any_order_batching_and_duplicates_converge(
     db: asyncpg.Connection, events: list[Event], data: st.DataObject
@@ -1063,16 +1038,6 @@ async def test_property_any_order_batching_and_duplicates_converge(
     assert len(expected["fsm_state_history"]) == len(transitions)
 
     await db.execute(f"TRUNCATE {TABLES}")
-    duplicates = data.draw(st.lists(st.sampled_from(events), max_size=6), label="duplicates")
-    # A redelivery comes from another offset: same envelope, new position.
-    redelivered = [Event(e.envelope, e.topic, e.partition, e.offset + 1000) for e in duplicates]
-    sequence = data.draw(st.permutations(events + redelivered), label="sequence")
-    cuts = data.draw(
-        st.lists(st.integers(1, max(1, len(sequence) - 1)), max_size=6, unique=True),
-        label="cuts",
-    )
-    bounds = [0, *sorted(cuts), len(sequence)]
-    for start, end in itertools.pairwise(bounds):
-        if start < end:
-            await write(db, *sequence[start:end])
+    for part in support.draw_batches(data, events):
+        await write(db, *part)
     assert await snapshot(db) == expected

@@ -2,47 +2,33 @@
 
 from __future__ import annotations
 
-import itertools
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import orjson
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from handlers import batch
 from handlers.base import Event
 from handlers.envelope import FOREIGN_ID_NAMESPACE, Envelope
 from handlers.nodes import NODES
+from tests.integration.handlers import support
 
 BASE = datetime(2025, 10, 15, 12, 0, tzinfo=UTC)
 NODE = uuid.UUID("7d5c3b1a-0000-4000-8000-000000000001")
 SLUG = {"NODE_INTROSPECTION": "node-introspection", "NODE_HEARTBEAT": "node-heartbeat"}
 
 
-def at(seconds: float) -> datetime:
-    return BASE + timedelta(seconds=seconds)
+def _topic(_: str, envelope: Envelope) -> str:
+    return f"dev.omninode_bridge.onex.evt.{SLUG[envelope.event_type]}.v1"
 
 
-def make_event(
-    event_type: str,
-    payload: dict[str, Any],
-    *,
-    seconds: float = 0,
-    event_id: uuid.UUID | None = None,
-) -> Event:
-    envelope = Envelope.from_wire(
-        {
-            "event_id": str(event_id or uuid.uuid4()),
-            "event_type": event_type,
-            "event_timestamp": at(seconds).isoformat(),
-            "payload": payload,
-        }
-    )
-    return Event(envelope, f"dev.omninode_bridge.onex.evt.{SLUG[envelope.event_type]}.v1", 0, 0)
+make_event = support.EventMaker(BASE, _topic)
+at = make_event.at
 
 
 def introspection(
@@ -83,9 +69,7 @@ def heartbeat(
 
 
 async def write(conn: asyncpg.Connection, events: Sequence[Event]) -> batch.BatchResult:
-    placed = [Event(e.envelope, e.topic, e.partition, i) for i, e in enumerate(events)]
-    async with conn.transaction():
-        return await batch.write(conn, placed, [NODES])
+    return await support.write_batch(conn, events, [NODES], renumber=True)
 
 
 async def row(conn: asyncpg.Connection, node: uuid.UUID = NODE) -> dict[str, Any]:
@@ -104,8 +88,8 @@ FROM node_registrations ORDER BY node_id
 """
 
 
-async def snapshot(conn: asyncpg.Connection) -> list[tuple[Any, ...]]:
-    return [tuple(r) for r in await conn.fetch(SNAPSHOT)]
+async def snapshot(conn: asyncpg.Connection) -> dict[str, list[dict[str, Any]]]:
+    return await support.query_snapshot(conn, {"node_registrations": SNAPSHOT})
 
 
 # --- per type --------------------------------------------------------------------------------
@@ -346,9 +330,7 @@ async def _reset(conn: asyncpg.Connection) -> None:
     await conn.execute("TRUNCATE node_registrations, event_logs")
 
 
-@settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@support.property_settings(40)
 @given(events=node_histories(), data=st.data())
 async def test_any_order_batching_and_duplicates_converge(
     db: asyncpg.Connection, events: list[Event], data: st.DataObject
@@ -358,14 +340,7 @@ async def test_any_order_batching_and_duplicates_converge(
     expected = await snapshot(db)
 
     await _reset(db)
-    shuffled = list(data.draw(st.permutations(events)))
-    for _ in range(data.draw(st.integers(0, 4))):
-        again = data.draw(st.sampled_from(events))
-        shuffled.insert(data.draw(st.integers(0, len(shuffled))), again)
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(shuffled)), max_size=5)))
-    bounds = [0, *cuts, len(shuffled)]
-    for start, end in itertools.pairwise(bounds):
-        if start < end:
-            result = await write(db, shuffled[start:end])
-            assert not result.rejected
+    for part in support.draw_batches(data, events, max_duplicates=4, max_cuts=5):
+        result = await write(db, part)
+        assert not result.rejected
     assert await snapshot(db) == expected

@@ -4,21 +4,21 @@ INTELLIGENCE_RECEIVED, conflicts, order tolerance, races between two sinks."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import orjson
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from handlers import batch
 from handlers.base import Event
 from handlers.envelope import FOREIGN_ID_NAMESPACE, Envelope
 from handlers.stamps import STAMPS
+from tests.integration.handlers import support
+from tests.integration.handlers.support import js
 
 BASE = datetime(2025, 10, 15, 12, 0, tzinfo=UTC)
 SLUG = {
@@ -27,29 +27,12 @@ SLUG = {
 }
 
 
-def at(seconds: float) -> datetime:
-    return BASE + timedelta(seconds=seconds)
+def _topic(_: str, envelope: Envelope) -> str:
+    return f"dev.omninode_bridge.onex.evt.{SLUG.get(envelope.event_type, 'test-event')}.v1"
 
 
-def make_event(
-    event_type: str,
-    payload: dict[str, Any],
-    *,
-    seconds: float = 0,
-    event_id: uuid.UUID | None = None,
-    offset: int = 0,
-) -> Event:
-    envelope = Envelope.from_wire(
-        {
-            "event_id": str(event_id or uuid.uuid4()),
-            "event_type": event_type,
-            "event_timestamp": at(seconds).isoformat(),
-            "source_node_id": "orchestrator-1",
-            "payload": payload,
-        }
-    )
-    slug = SLUG.get(envelope.event_type, "test-event")
-    return Event(envelope, f"dev.omninode_bridge.onex.evt.{slug}.v1", 0, offset)
+make_event = support.EventMaker(BASE, _topic, source_node_id="orchestrator-1")
+at = make_event.at
 
 
 def stamp(
@@ -77,13 +60,7 @@ def intelligence(
 
 
 async def write(conn: asyncpg.Connection, events: Sequence[Event]) -> batch.BatchResult:
-    placed = [Event(e.envelope, e.topic, e.partition, i) for i, e in enumerate(events)]
-    async with conn.transaction():
-        return await batch.write(conn, placed, [STAMPS])
-
-
-def loads(value: str | None) -> Any:
-    return None if value is None else orjson.loads(value)
+    return await support.write_batch(conn, events, [STAMPS], renumber=True)
 
 
 async def row(conn: asyncpg.Connection, stamp_id: str) -> dict[str, Any] | None:
@@ -92,7 +69,7 @@ async def row(conn: asyncpg.Connection, stamp_id: str) -> dict[str, Any] | None:
         return None
     out = dict(record)
     for column in ("stamp_data", "file_metadata", "intelligence_data"):
-        out[column] = loads(out[column])
+        out[column] = js(out[column])
     return out
 
 
@@ -104,8 +81,8 @@ FROM metadata_stamps ORDER BY stamp_id
 """
 
 
-async def snapshot(conn: asyncpg.Connection) -> list[tuple[Any, ...]]:
-    return [tuple(r) for r in await conn.fetch(SNAPSHOT)]
+async def snapshot(conn: asyncpg.Connection) -> dict[str, list[dict[str, Any]]]:
+    return await support.query_snapshot(conn, {"metadata_stamps": SNAPSHOT})
 
 
 # --- STAMP_CREATED ---------------------------------------------------------------------------
@@ -493,9 +470,7 @@ async def _reset(conn: asyncpg.Connection) -> None:
     await conn.execute("TRUNCATE metadata_stamps, event_logs")
 
 
-@settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@support.property_settings(40)
 @given(events=stamp_histories(), data=st.data())
 async def test_any_order_batching_and_duplicates_converge(
     db: asyncpg.Connection, events: list[Event], data: st.DataObject
@@ -506,14 +481,7 @@ async def test_any_order_batching_and_duplicates_converge(
     expected = await snapshot(db)
 
     await _reset(db)
-    shuffled = list(data.draw(st.permutations(events)))
-    for _ in range(data.draw(st.integers(0, 4))):
-        again = data.draw(st.sampled_from(events))
-        shuffled.insert(data.draw(st.integers(0, len(shuffled))), again)
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(shuffled)), max_size=4)))
-    bounds = [0, *cuts, len(shuffled)]
-    for start, end in itertools.pairwise(bounds):
-        if start < end:
-            result = await write(db, shuffled[start:end])
-            assert not result.rejected
+    for part in support.draw_batches(data, events, max_duplicates=4, max_cuts=4):
+        result = await write(db, part)
+        assert not result.rejected
     assert await snapshot(db) == expected

@@ -3,20 +3,20 @@ out-of-order and placeholder cases, the schema rejects, and the convergence prop
 
 from __future__ import annotations
 
-import itertools
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-import orjson
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from handlers import batch
 from handlers.base import Event
 from handlers.envelope import FOREIGN_ID_NAMESPACE, Envelope
 from handlers.workflows import WORKFLOWS
+from tests.integration.handlers import support
+from tests.integration.handlers.support import js
 
 BASE = datetime(2025, 10, 15, 12, 0, tzinfo=UTC)
 SLUGS = {
@@ -33,38 +33,16 @@ SLUGS = {
 TABLES = "fsm_transitions, workflow_steps, workflow_executions, event_logs"
 
 
-def at(seconds: float) -> datetime:
-    return BASE + timedelta(seconds=seconds)
+def _topic(event_type: str, _: Envelope) -> str:
+    return f"dev.omninode_bridge.onex.evt.{SLUGS.get(event_type, 'other')}.v1"
 
 
-def make_event(
-    event_type: str,
-    payload: dict[str, Any],
-    *,
-    when: datetime,
-    event_id: uuid.UUID | None = None,
-    correlation_id: uuid.UUID | str | None = None,
-    session_id: uuid.UUID | None = None,
-    offset: int = 0,
-) -> Event:
-    wire: dict[str, Any] = {
-        "event_id": str(event_id or uuid.uuid4()),
-        "event_type": event_type,
-        "event_timestamp": when.isoformat(),
-        "source_node_id": "orchestrator-1",
-        "payload": payload,
-    }
-    if correlation_id is not None:
-        wire["correlation_id"] = str(correlation_id)
-    if session_id is not None:
-        wire["session_id"] = str(session_id)
-    topic = f"dev.omninode_bridge.onex.evt.{SLUGS.get(event_type, 'other')}.v1"
-    return Event(Envelope.from_wire(wire), topic, 0, offset)
+make_event = support.EventMaker(BASE, _topic, source_node_id="orchestrator-1")
+at = make_event.at
 
 
 async def write(db: asyncpg.Connection, *events: Event) -> batch.BatchResult:
-    async with db.transaction():
-        return await batch.write(db, list(events), [WORKFLOWS])
+    return await support.write_batch(db, events, [WORKFLOWS])
 
 
 async def workflow(db: asyncpg.Connection, workflow_id: uuid.UUID) -> dict[str, Any]:
@@ -84,10 +62,6 @@ async def transition_row(db: asyncpg.Connection, event_id: uuid.UUID) -> dict[st
     row = await db.fetchrow("SELECT * FROM fsm_transitions WHERE id = $1", event_id)
     assert row is not None
     return dict(row)
-
-
-def js(text: str | None) -> Any:
-    return None if text is None else orjson.loads(text)
 
 
 def step_id_of(workflow_id: uuid.UUID, step_key: str) -> uuid.UUID:
@@ -736,26 +710,18 @@ def scenarios(draw: st.DrawFn) -> list[Event]:
     ]
 
 
+SNAPSHOTS = {
+    "workflow_executions": "SELECT * FROM workflow_executions ORDER BY id",
+    "workflow_steps": "SELECT * FROM workflow_steps ORDER BY workflow_id, step_key",
+    "fsm_transitions": "SELECT * FROM fsm_transitions ORDER BY id",
+}
+
+
 async def snapshot(db: asyncpg.Connection) -> dict[str, list[dict[str, Any]]]:
-    return {
-        "workflow_executions": [
-            dict(r) for r in await db.fetch("SELECT * FROM workflow_executions ORDER BY id")
-        ],
-        "workflow_steps": [
-            dict(r)
-            for r in await db.fetch("SELECT * FROM workflow_steps ORDER BY workflow_id, step_key")
-        ],
-        "fsm_transitions": [
-            dict(r) for r in await db.fetch("SELECT * FROM fsm_transitions ORDER BY id")
-        ],
-    }
+    return await support.query_snapshot(db, SNAPSHOTS)
 
 
-@settings(
-    max_examples=50,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+@support.property_settings(50)
 @given(events=scenarios(), data=st.data())
 async def test_property_any_order_batching_and_duplicates_converge(
     db: asyncpg.Connection, events: list[Event], data: st.DataObject
@@ -769,16 +735,6 @@ async def test_property_any_order_batching_and_duplicates_converge(
     )
 
     await db.execute(f"TRUNCATE {TABLES}")
-    duplicates = data.draw(st.lists(st.sampled_from(events), max_size=6), label="duplicates")
-    # A redelivery comes from another offset: same envelope, new position.
-    redelivered = [Event(e.envelope, e.topic, e.partition, e.offset + 1000) for e in duplicates]
-    sequence = data.draw(st.permutations(events + redelivered), label="sequence")
-    cuts = data.draw(
-        st.lists(st.integers(1, max(1, len(sequence) - 1)), max_size=6, unique=True),
-        label="cuts",
-    )
-    bounds = [0, *sorted(cuts), len(sequence)]
-    for start, end in itertools.pairwise(bounds):
-        if start < end:
-            await write(db, *sequence[start:end])
+    for part in support.draw_batches(data, events):
+        await write(db, *part)
     assert await snapshot(db) == expected

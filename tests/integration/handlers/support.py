@@ -1,0 +1,138 @@
+"""What the handler tests share: events built from dict envelopes, batches written the way the
+consumer writes them, the convergence property's batching, and table snapshots.
+
+Each test module keeps what is its family's own: the topics its events are read from, its
+payload builders, its row readers and the queries of its snapshot.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+
+from handlers import batch
+from handlers.base import Event, Handler
+from handlers.envelope import Envelope
+
+# A redelivered event is the same envelope read again from a later offset.
+REDELIVERY_OFFSET = 1000
+
+
+@dataclass(frozen=True)
+class EventMaker:
+    """Builds an :class:`Event` from a dict envelope, as a producer sends it.
+
+    ``topic`` names the topic an event is read from, given the event type as passed and the
+    decoded envelope; the event is read at ``offset`` of partition 0. Times are ``when``, or
+    ``seconds`` after ``base``.
+    """
+
+    base: datetime
+    topic: Callable[[str, Envelope], str]
+    source_node_id: str | None = None
+
+    def at(self, seconds: float) -> datetime:
+        return self.base + timedelta(seconds=seconds)
+
+    def __call__(
+        self,
+        event_type: str,
+        payload: dict[str, Any],
+        *,
+        seconds: float = 0,
+        when: datetime | None = None,
+        event_id: uuid.UUID | None = None,
+        correlation_id: uuid.UUID | str | None = None,
+        session_id: uuid.UUID | None = None,
+        offset: int = 0,
+    ) -> Event:
+        wire: dict[str, Any] = {
+            "event_id": str(event_id or uuid.uuid4()),
+            "event_type": event_type,
+            "event_timestamp": (self.at(seconds) if when is None else when).isoformat(),
+            "payload": payload,
+        }
+        if self.source_node_id is not None:
+            wire["source_node_id"] = self.source_node_id
+        if correlation_id is not None:
+            wire["correlation_id"] = str(correlation_id)
+        if session_id is not None:
+            wire["session_id"] = str(session_id)
+        envelope = Envelope.from_wire(wire)
+        return Event(envelope, self.topic(event_type, envelope), 0, offset)
+
+
+async def write_batch(
+    conn: asyncpg.Connection,
+    events: Sequence[Event],
+    handlers: Sequence[Handler[Any]],
+    *,
+    renumber: bool = False,
+) -> batch.BatchResult:
+    """One batch through ``event_logs`` and ``handlers``, in its own transaction.
+
+    ``renumber``: the events are read at offsets 0, 1, ... in the order given.
+    """
+    if renumber:
+        events = [Event(e.envelope, e.topic, e.partition, i) for i, e in enumerate(events)]
+    async with conn.transaction():
+        return await batch.write(conn, list(events), handlers)
+
+
+def js(text: str | None) -> Any:
+    """A json/jsonb column as asyncpg returns it (text), decoded; NULL as None."""
+    return None if text is None else orjson.loads(text)
+
+
+async def query_snapshot(
+    conn: asyncpg.Connection, queries: Mapping[str, str]
+) -> dict[str, list[dict[str, Any]]]:
+    """The rows of each query (as dicts), by name: what two runs must leave identical."""
+    return {name: [dict(r) for r in await conn.fetch(sql)] for name, sql in queries.items()}
+
+
+# --- the convergence property: any order, any batching, any duplicates -----------------------
+
+
+def property_settings(max_examples: int) -> settings:
+    """A property over the database: no deadline, and the function-scoped ``db`` fixture is
+    shared by the examples (each one resets its tables)."""
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+
+
+def draw_batches(
+    data: st.DataObject,
+    events: Sequence[Event],
+    *,
+    max_duplicates: int = 6,
+    max_cuts: int = 6,
+) -> list[list[Event]]:
+    """The events as a sink may read them: up to ``max_duplicates`` of them again (redelivered
+    from a later offset), everything in any order, cut into at most ``max_cuts + 1``
+    consecutive non-empty batches."""
+    duplicates = data.draw(
+        st.lists(st.sampled_from(events), max_size=max_duplicates), label="duplicates"
+    )
+    redelivered = [
+        Event(e.envelope, e.topic, e.partition, e.offset + REDELIVERY_OFFSET) for e in duplicates
+    ]
+    sequence = data.draw(st.permutations([*events, *redelivered]), label="sequence")
+    cuts = data.draw(
+        st.lists(st.integers(1, max(1, len(sequence) - 1)), max_size=max_cuts, unique=True),
+        label="cuts",
+    )
+    bounds = [0, *sorted(cuts), len(sequence)]
+    return [sequence[start:end] for start, end in itertools.pairwise(bounds) if start < end]
