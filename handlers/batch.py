@@ -36,7 +36,9 @@ def route(
 
     Returns the items per handler index, the events a handler rejected, the events left to
     write (in input order, first of each event_id only) and the repeats of an event_id
-    within the batch.
+    within the batch. Only a *kept* event makes later records with its id repeats: a record
+    whose first occurrence was rejected is judged on its own, so it lands in its tables or
+    gets its own dead letter, never nowhere.
     """
     by_handler: dict[int, list[Item[Any]]] = {i: [] for i in range(len(handlers))}
     rejected: list[tuple[Event, Reject]] = []
@@ -47,7 +49,6 @@ def route(
         if event.event_id in seen:
             repeats.append(event)
             continue
-        seen.add(event.event_id)
         items: list[tuple[int, Item[Any]]] = []
         try:
             for index, handler in enumerate(handlers):
@@ -56,6 +57,7 @@ def route(
         except Reject as reject:
             rejected.append((event, reject))
             continue
+        seen.add(event.event_id)
         kept.append(event)
         for index, item in items:
             by_handler[index].append(item)
@@ -88,10 +90,18 @@ async def write(
     by_handler, rejected, kept, repeats = route(events, handlers)
     result = BatchResult(rejected=rejected)
     new_ids = await _write_part(conn, kept, by_handler, handlers, result)
-    rejected_ids = {e.event_id for e, _ in result.rejected}
-    kept = [e for e in kept if e.event_id not in rejected_ids]
+    # Records, not event ids: a refused record and a valid one may share an id (see route).
+    refused = {id(e): reason for e, reason in result.rejected}
+    reasons = {e.event_id: refused[id(e)] for e in kept if id(e) in refused}
+    kept = [e for e in kept if id(e) not in refused]
     result.new = [e for e in kept if e.event_id in new_ids]
-    result.duplicates = [e for e in kept if e.event_id not in new_ids] + repeats
+    result.duplicates = [e for e in kept if e.event_id not in new_ids]
+    for repeat in repeats:
+        # A repeat of an event the database refused shares its fate, with its own dead letter.
+        if repeat.event_id in reasons:
+            result.rejected.append((repeat, reasons[repeat.event_id]))
+        else:
+            result.duplicates.append(repeat)
     return result
 
 
