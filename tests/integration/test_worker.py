@@ -235,3 +235,37 @@ async def test_static_membership(
     for _ in range(2):  # the same instance id twice: the second takes the member's place
         await _drain(db_url, kafka_server.url, group, [topic], group_instance_id="sink-0")
     assert await db.fetchval("SELECT count(*) FROM event_logs") == 5
+
+
+async def test_the_offset_does_not_move_while_the_dead_letter_topic_refuses(
+    kafka_server: Service, db_url: str, db: asyncpg.Connection, topic_factory: TopicFactory
+) -> None:
+    topic = await topic_factory("dlq-refuses", partitions=1)
+    await _send(kafka_server.url, topic, [_event(1), b"{not json", _event(2)])
+    group = f"refuses-{uuid.uuid4().hex[:6]}"
+    # A producer limit below any dead letter's size: the broker never gets it.
+    stuck = Worker(
+        sink_settings(db_url, kafka_server.url, group, topics=[topic], dlq_max_request_bytes=64),
+        install_signal_handlers=False,
+    )
+    run = asyncio.create_task(stuck.run())
+    deadline = asyncio.get_running_loop().time() + 60
+    while stuck.stats.retries < 3:
+        assert asyncio.get_running_loop().time() < deadline, "no retries seen"
+        assert not run.done(), run
+        await asyncio.sleep(0.1)
+    # Nothing of the batch committed: not the poison's offset, not its neighbours' rows.
+    assert await offsets.load(db, group, [TopicPartition(topic, 0)]) == {}
+    assert await db.fetchval("SELECT count(*) FROM event_logs") == 0
+    assert await db.fetchval("SELECT count(*) FROM omnisink.dead_letters") == 0
+    stuck.stop()
+    await asyncio.wait_for(run, 30)  # a graceful stop: the batch in hand is abandoned
+    assert await offsets.load(db, group, [TopicPartition(topic, 0)]) == {}
+
+    # Once the dead-letter topic takes it, everything lands.
+    await _drain(db_url, kafka_server.url, group, [topic])
+    assert await db.fetchval("SELECT count(*) FROM event_logs") == 2
+    assert await db.fetchval("SELECT count(*) FROM omnisink.dead_letters") == 1
+    assert await offsets.load(db, group, [TopicPartition(topic, 0)]) == {
+        TopicPartition(topic, 0): 3
+    }
