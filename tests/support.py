@@ -250,3 +250,83 @@ def sink_env(db_url: str, servers: str, group: str, **extra: str) -> dict[str, s
     )
     env.update(extra)
     return env
+
+
+class Proxy:
+    """A TCP proxy a test can cut: ``cut()`` closes every open connection and refuses new
+    ones until ``restore()``. The target is ``host:port`` or a Unix socket path."""
+
+    def __init__(self, target: tuple[str, int] | str) -> None:
+        self.target = target
+        self.port = 0
+        self.cut_count = 0
+        self._blocked = False
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self, port: int = 0) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def cut(self) -> None:
+        self._blocked = True
+        self.cut_count += 1
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    def restore(self) -> None:
+        self._blocked = False
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if isinstance(self.target, str):
+            return await asyncio.open_unix_connection(self.target)
+        return await asyncio.open_connection(*self.target)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._blocked:
+            writer.transport.abort()
+            return
+        try:
+            upstream_reader, upstream_writer = await self._open()
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, upstream_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+        self._writers -= {writer, upstream_writer}
+
+
+def postgres_target(url: str) -> tuple[tuple[str, int] | str, str]:
+    """Where a PostgreSQL URL points (TCP or Unix socket) and a TCP URL for a proxy's port
+    placeholder ``{port}`` with the same user and database."""
+    parts = urlsplit(url)
+    query = dict(q.split("=", 1) for q in parts.query.split("&") if "=" in q)
+    port = parts.port or 5432
+    user = parts.username or "postgres"
+    password = f":{parts.password}" if parts.password else ""
+    proxied = f"postgresql://{user}{password}@127.0.0.1:{{port}}{parts.path}"
+    socket_dir = query.get("host") or (
+        parts.hostname if (parts.hostname or "").startswith("/") else None
+    )
+    if socket_dir:
+        return f"{socket_dir}/.s.PGSQL.{port}", proxied
+    return (parts.hostname or "127.0.0.1", port), proxied
