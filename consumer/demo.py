@@ -178,6 +178,7 @@ async def demo(events: int, console: Console) -> bool:
                 bootstrap_servers=kafka.url, session_timeout_ms=6000, heartbeat_interval_ms=500
             ),
             group_id="omnisink-demo",
+            http_enabled=False,
             log_format="console",
             log_level="WARNING",
         )

@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     breaker_recovery_s: float = Field(default=60.0, ge=0)
     breaker_half_open_calls: int = Field(default=3, gt=0)
 
+    # /metrics (Prometheus) and /health/live, /health/ready. Port 0: any free port.
+    http_enabled: bool = True
+    http_host: str = "0.0.0.0"  # noqa: S104 - a container's probe and scrape endpoint
+    http_port: int = Field(default=8080, ge=0, le=65535)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
 

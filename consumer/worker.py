@@ -44,6 +44,7 @@ from consumer import deadletters, offsets
 from consumer.breaker import CircuitBreaker, State
 from consumer.deadletters import DLQ_SUFFIX, DeadLetter
 from consumer.errors import FatalError, is_fatal, is_transient
+from consumer.metrics import BREAKER_STATES, HealthServer, Metrics
 from consumer.settings import Settings
 from handlers import batch as batches
 from handlers.base import Event, Handler
@@ -135,13 +136,19 @@ class Worker:
         self._targets: dict[TopicPartition, int] = {}
         self._first_highwater: dict[TopicPartition, int] = {}
         self._paused_for_retry = False
+        self.metrics = Metrics()
+        self._lag_reported: set[TopicPartition] = set()
+        self.http: HealthServer | None = None
+        self._started = False
+        self._last_beat = time.monotonic()
         self.breaker = CircuitBreaker(
             "database",
             failure_threshold=settings.breaker_failure_threshold,
             recovery_s=settings.breaker_recovery_s,
             half_open_calls=settings.breaker_half_open_calls,
-            on_change=_breaker_changed,
+            on_change=self._breaker_changed,
         )
+        self.metrics.breaker_state.labels("database").set(0)
         self._joined = False
 
     @property
@@ -158,6 +165,36 @@ class Worker:
             # The pool's proxy forwards every Connection method; the handlers type against
             # Connection.
             yield cast("asyncpg.Connection", conn)
+
+    # -- health ----------------------------------------------------------------------------
+
+    def _breaker_changed(self, name: str, state: State) -> None:
+        self.metrics.breaker_state.labels(name).set(BREAKER_STATES[state.value])
+        log.warning("circuit_breaker.changed", breaker=name, state=state.value)
+
+    # A loop turn (or a poll while retrying) at least this often, or the worker is stuck.
+    LIVENESS_S = 120.0
+
+    def health(self) -> tuple[bool, bool, dict[str, Any]]:
+        """(live, ready, facts) for the health endpoints; read from the HTTP thread."""
+        since_beat = time.monotonic() - self._last_beat
+        breaker = self.breaker.state.value
+        live = since_beat < self.LIVENESS_S and not self._stopping.is_set()
+        ready = live and self._started and self._joined and breaker != "open"
+        last = self.stats.last_commit_at
+        return (
+            live,
+            ready,
+            {
+                "circuit_breaker": breaker,
+                "group_member": self._joined,
+                "assigned_partitions": len(self._assigned),
+                "seconds_since_last_commit": None
+                if last is None
+                else round(time.monotonic() - last, 3),
+                "stopping": self._stopping.is_set(),
+            },
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -208,6 +245,7 @@ class Worker:
         try:
             await self._start()
             while not self._stopping.is_set():
+                self._last_beat = time.monotonic()
                 await self._seek_assigned()
                 records = await self._fetch()
                 if records:
@@ -237,6 +275,15 @@ class Worker:
                 "Check OMNISINK_DATABASE_URL and that the server is running."
             ) from exc
         await self._check_schema()
+        if s.http_enabled:
+            try:
+                self.http = HealthServer(self.metrics, self.health, s.http_host, s.http_port)
+            except OSError as exc:
+                raise FatalError(
+                    f"cannot serve /metrics and /health on {s.http_host}:{s.http_port}: {exc}. "
+                    "Set OMNISINK_HTTP_PORT (0: any free port) or OMNISINK_HTTP_ENABLED=false."
+                ) from exc
+            self.http.start()
         kafka = _kafka_options(s)
         self._consumer = AIOKafkaConsumer(
             **kafka,
@@ -273,8 +320,10 @@ class Worker:
                     "Check OMNISINK_KAFKA_BOOTSTRAP_SERVERS."
                 ) from exc
             raise
+        self._started = True
         log.info(
             "worker.started",
+            http_port=self.http.port if self.http else None,
             group=self._group,
             topics=len(s.topics) or None,
             pattern=None if s.topics else s.topic_pattern,
@@ -297,6 +346,8 @@ class Worker:
             )
 
     async def _close(self) -> None:
+        if self.http is not None:
+            self.http.stop()
         if self._consumer is not None:
             # Leaves the group, so the partitions move to another member at once.
             with contextlib.suppress(Exception):
@@ -319,6 +370,7 @@ class Worker:
         self._to_seek |= fresh
         if fresh:
             self._kafka.pause(*fresh)
+        self.metrics.assigned.set(len(self._assigned))
         log.info("worker.assigned", partitions=len(assigned), new=len(fresh))
 
     def forget(self, revoked: set[TopicPartition]) -> None:
@@ -328,6 +380,11 @@ class Worker:
             self._first_highwater.pop(tp, None)
             self._to_seek.discard(tp)
         self._assigned -= revoked
+        self.metrics.assigned.set(len(self._assigned))
+        for tp in revoked & self._lag_reported:
+            # Another member reports these now; a stale series would show a frozen lag.
+            self.metrics.lag.remove(tp.topic, str(tp.partition))
+        self._lag_reported -= revoked
         log.info("worker.revoked", partitions=len(revoked))
 
     async def _seek_assigned(self) -> None:
@@ -449,6 +506,7 @@ class Worker:
             self._dlq.forget([d.source for d in dead])
             self._expected.update(next_offsets)
             self.stats.last_commit_at = time.monotonic()
+            self._count(result, dead, time.monotonic() - started)
             self.stats.batches += 1
             self.stats.records += sum(len(rs) for rs in records.values())
             self.stats.written += len(result.new)
@@ -469,6 +527,19 @@ class Worker:
             structlog.contextvars.unbind_contextvars(
                 "batch_records", "batch_partitions", "batch_first_offset"
             )
+
+    def _count(self, result: batches.BatchResult, dead: list[DeadLetter], took_s: float) -> None:
+        m = self.metrics
+        m.batches.inc()
+        m.batch_seconds.observe(took_s)
+        m.last_commit.set(time.time())
+        m.records.labels("written").inc(len(result.new))
+        m.records.labels("duplicate").inc(len(result.duplicates))
+        m.records.labels("dead_letter").inc(len(dead))
+        for event_type, n in Counter(e.event_type for e in result.new).items():
+            m.events.labels(event_type).inc(n)
+        for kind, n in Counter(d.kind for d in dead).items():
+            m.dead_letters.labels(kind).inc(n)
 
     def _decode(self, records: Records) -> tuple[list[Event], list[DeadLetter]]:
         events: list[Event] = []
@@ -497,8 +568,17 @@ class Worker:
                 events.append(Event(envelope, record.topic, record.partition, record.offset))
         return events, dead
 
+    def _update_lag(self) -> None:
+        for tp in self._assigned:
+            highwater = self._kafka.highwater(tp)
+            done = self._expected.get(tp, offsets.NO_OFFSET)
+            if highwater is not None and done >= 0:
+                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - done))
+                self._lag_reported.add(tp)
+
     async def _commit_to_kafka(self) -> None:
         """Tell Kafka what PostgreSQL committed: for lag tooling only, so best effort."""
+        self._update_lag()
         owned = {
             tp: OffsetAndMetadata(offset, "")
             for tp, offset in self._expected.items()
@@ -528,6 +608,7 @@ class Worker:
 
         def _before_sleep(state: RetryCallState) -> None:
             self.stats.retries += 1
+            self.metrics.transient_errors.labels(what).inc()
             exc = state.outcome.exception() if state.outcome else None
             log.warning(
                 "transient_error",
@@ -575,6 +656,7 @@ class Worker:
                 break
             # Paused: returns nothing, but keeps the member alive and rebalances running.
             await self._kafka.getmany(timeout_ms=min(remaining_ms, 500))
+            self._last_beat = time.monotonic()
 
     def _resume_after_retry(self) -> None:
         if not self._paused_for_retry or self._consumer is None:
@@ -625,10 +707,6 @@ class Worker:
             "elapsed_s": round(s.elapsed_s, 2),
             "events_per_s": round(s.events_per_s),
         }
-
-
-def _breaker_changed(name: str, state: State) -> None:
-    log.warning("circuit_breaker.changed", breaker=name, state=state.value)
 
 
 def _kafka_options(settings: Settings) -> dict[str, Any]:

@@ -226,6 +226,7 @@ def sink_settings(db_url: str, servers: str, group: str, **overrides: object) ->
         "kafka": kafka,
         "group_id": group,
         "batch_max_wait_ms": 50,
+        "http_port": 0,  # several sinks may run at once
         "log_format": "console",
         "log_level": "WARNING",
     }
@@ -244,6 +245,7 @@ def sink_env(db_url: str, servers: str, group: str, **extra: str) -> dict[str, s
             "OMNISINK_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
             "OMNISINK_GROUP_ID": group,
             "OMNISINK_BATCH_MAX_WAIT_MS": "50",
+            "OMNISINK_HTTP_PORT": "0",
             "OMNISINK_LOG_FORMAT": "json",
             "OMNISINK_LOG_LEVEL": "INFO",
         }

@@ -269,3 +269,54 @@ async def test_the_offset_does_not_move_while_the_dead_letter_topic_refuses(
     assert await offsets.load(db, group, [TopicPartition(topic, 0)]) == {
         TopicPartition(topic, 0): 3
     }
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - local test URL
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+async def test_metrics_and_health_show_progress_and_the_circuit_breaker(
+    kafka_server: Service, db_url: str, topic_factory: TopicFactory
+) -> None:
+    topic = await topic_factory("metrics", partitions=1)
+    await _send(kafka_server.url, topic, [_event(i) for i in range(3)] + [b"{not json"])
+    worker = Worker(
+        sink_settings(db_url, kafka_server.url, f"m-{uuid.uuid4().hex[:6]}", topics=[topic]),
+        install_signal_handlers=False,
+    )
+    run = asyncio.create_task(worker.run())
+    try:
+        while worker.stats.batches < 1:
+            assert not run.done(), run
+            await asyncio.sleep(0.1)
+        assert worker.http is not None
+        base = f"http://127.0.0.1:{worker.http.port}"
+        status, body = await asyncio.to_thread(_get, f"{base}/metrics")
+        text = body.decode()
+        assert status == 200
+        assert 'omnisink_records_total{outcome="written"} 3.0' in text
+        assert 'omnisink_dead_letters_total{kind="decode"} 1.0' in text
+        assert 'omnisink_circuit_breaker_state{breaker="database"} 0.0' in text
+        assert f'omnisink_consumer_lag{{partition="0",topic="{topic}"}} 0.0' in text
+        status, body = await asyncio.to_thread(_get, f"{base}/health/ready")
+        assert status == 200
+        assert orjson.loads(body)["circuit_breaker"] == "closed"
+
+        for _ in range(worker.breaker.failure_threshold):
+            worker.breaker.failure()
+        status, body = await asyncio.to_thread(_get, f"{base}/health/ready")
+        assert (status, orjson.loads(body)["circuit_breaker"]) == (503, "open")
+        status, _ = await asyncio.to_thread(_get, f"{base}/health/live")
+        assert status == 200  # open breaker: not ready, but alive
+        _, body = await asyncio.to_thread(_get, f"{base}/metrics")
+        assert 'omnisink_circuit_breaker_state{breaker="database"} 2.0' in body.decode()
+    finally:
+        worker.stop()
+        await asyncio.wait_for(run, 30)
