@@ -218,6 +218,8 @@ def _report(  # noqa: PLR0917 - private, called once
         == len(poison),
         "dead-letter topics hold exactly the poison records": dlq == len(poison),
         "every record consumed": stats.records == len(stream.records) + len(poison),
+        "the sink's own counts match the database": stats.written == counts["event_logs"]
+        and stats.dead_letters == counts["omnisink.dead_letters"],
     }
     ok = True
     for label, held in checks.items():

@@ -230,3 +230,34 @@ async def test_member_joining_and_leaving_mid_stream_keeps_exactness(
     last = _spawn(env, tmp_path / "last.log", "--until-caught-up")
     assert await _wait_exit(last, 300) == 0, (tmp_path / "last.log").read_text()[-3000:]
     await _assert_same_tables(reference_url, tested_url, stream.distinct_events)
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("postgresql://sink:s3cret@127.0.0.1:1/omnisink", "cannot connect to PostgreSQL"),
+        (None, "run `omnisink migrate` first"),
+    ],
+    ids=["unreachable", "unmigrated"],
+)
+async def test_a_fatal_problem_exits_2_with_what_to_do(
+    kafka_server: Service, pg_server: Service, tmp_path: Path, url: str | None, says: str
+) -> None:
+    name = f"omnisink_e_{uuid.uuid4().hex[:8]}"
+    await create_database(pg_server.url, name)
+    try:
+        env = sink_env(url or with_database(pg_server.url, name), kafka_server.url, "fatal")
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "consumer.cli", "run"],
+            env=env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        await drop_database(pg_server.url, name)
+    assert done.returncode == 2, done.stderr.decode()[-2000:]
+    stderr = done.stderr.decode()
+    assert says in stderr
+    assert "s3cret" not in stderr + done.stdout.decode()
