@@ -19,8 +19,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.table import Table
 
@@ -102,28 +101,13 @@ async def _create_database(server_url: str, name: str) -> str:
 
 
 async def _produce(servers: str, stream: sample.Stream, poison: list[Poison]) -> float:
-    topics = sorted({*stream.topics, *(p.slug for p in poison)})
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in topics])
-    finally:
-        await admin.close()
-    producer = AIOKafkaProducer(
-        bootstrap_servers=servers, acks="all", linger_ms=20, max_batch_size=256 * 1024
-    )
-    await producer.start()
+    """The stream, with the poison records in its middle; returns the seconds it took."""
+    middle = len(stream.records) // 2
+    bad = [sample.Record(p.slug, b"poison", p.value, uuid.uuid4(), "POISON") for p in poison]
     started = time.monotonic()
-    try:
-        middle = len(stream.records) // 2
-        for i, record in enumerate(stream.records):
-            await producer.send(record.topic, record.value, key=record.key)
-            if i == middle:
-                for p in poison:
-                    await producer.send(p.slug, p.value, key=b"poison")
-        await producer.flush()
-    finally:
-        await producer.stop()
+    await sample.produce(
+        servers, [*stream.records[:middle], *bad, *stream.records[middle:]], partitions=PARTITIONS
+    )
     return time.monotonic() - started
 
 

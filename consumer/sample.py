@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 BASE_TIME = datetime(2026, 11, 1, tzinfo=UTC)
 BRIDGE = "omninode_bridge.onex.evt"
@@ -84,7 +86,7 @@ class Record:
 
     topic: str
     key: bytes
-    value: bytes
+    value: bytes | None
     event_id: uuid.UUID
     event_type: str
 
@@ -567,7 +569,26 @@ def _intelligence_workflow(b: _Builder, n: int) -> None:
         )
 
 
-def iter_values(stream: Stream) -> Iterator[bytes]:
-    """The record values, in order (for tests that feed the pipeline without a broker)."""
-    for record in stream.records:
-        yield record.value
+async def produce(
+    servers: str, records: Sequence[Record], *, partitions: int = 3
+) -> list[tuple[str, int, int]]:
+    """Create the records' topics (``partitions`` each) and produce the records in order,
+    keyed as the producers key them; return where each landed as (topic, partition, offset).
+    """
+    topics = sorted({r.topic for r in records})
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(t, partitions, 1) for t in topics])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=servers, acks="all", linger_ms=10, max_batch_size=256 * 1024
+    )
+    await producer.start()
+    try:
+        futures = [await producer.send(r.topic, r.value, key=r.key) for r in records]
+        landed = [await f for f in futures]
+    finally:
+        await producer.stop()
+    return [(m.topic, m.partition, m.offset) for m in landed]

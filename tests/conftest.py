@@ -67,6 +67,19 @@ async def db_url(pg_server: Service, template_database: str) -> AsyncIterator[st
 
 
 @pytest.fixture
+async def database_pair(pg_server: Service, template_database: str) -> AsyncIterator[list[str]]:
+    """Two fresh databases at head: a clean run's (the reference) and the run under test's."""
+    names = [f"omnisink_p_{uuid.uuid4().hex[:12]}" for _ in range(2)]
+    for name in names:
+        await create_database(pg_server.url, name, template=template_database)
+    try:
+        yield [with_database(pg_server.url, name) for name in names]
+    finally:
+        for name in names:
+            await drop_database(pg_server.url, name)
+
+
+@pytest.fixture
 async def db(db_url: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(db_url)
     try:

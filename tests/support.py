@@ -6,15 +6,12 @@ import asyncio
 import functools
 import os
 import re
-from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from consumer.sample import Record
+from consumer.sample import Record, produce  # noqa: F401 - the tests' producer
 from consumer.settings import DatabaseSettings, KafkaSettings, Settings
 
 SEEDS_DIR = Path(__file__).resolve().parent / "fixtures" / "seeds"
@@ -189,30 +186,6 @@ async def table_snapshot(conn: asyncpg.Connection) -> dict[str, list[str]]:
         )
         out[table] = [r["r"] for r in rows]
     return out
-
-
-async def produce(
-    servers: str, records: Sequence[Record], *, partitions: int = 3
-) -> list[tuple[str, int, int]]:
-    """Create the records' topics and produce the records, in order; return where each landed
-    as (topic, partition, offset)."""
-    topics = sorted({r.topic for r in records})
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(t, partitions, 1) for t in topics])
-    finally:
-        await admin.close()
-    producer = AIOKafkaProducer(
-        bootstrap_servers=servers, acks="all", linger_ms=10, max_batch_size=256 * 1024
-    )
-    await producer.start()
-    try:
-        futures = [await producer.send(r.topic, r.value, key=r.key) for r in records]
-        landed = [await f for f in futures]
-    finally:
-        await producer.stop()
-    return [(m.topic, m.partition, m.offset) for m in landed]
 
 
 def sink_settings(db_url: str, servers: str, group: str, **overrides: object) -> Settings:

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -35,19 +34,6 @@ from tests.support import (
 )
 
 pytestmark = pytest.mark.timeout(600)
-
-
-@pytest.fixture
-async def databases(pg_server: Service, template_database: str) -> AsyncIterator[list[str]]:
-    """Two fresh databases at head: [reference, under test]."""
-    names = [f"omnisink_a_{uuid.uuid4().hex[:10]}" for _ in range(2)]
-    for name in names:
-        await create_database(pg_server.url, name, template=template_database)
-    try:
-        yield [with_database(pg_server.url, name) for name in names]
-    finally:
-        for name in names:
-            await drop_database(pg_server.url, name)
 
 
 def _env_name() -> str:
@@ -117,9 +103,9 @@ async def _assert_same_tables(reference_url: str, tested_url: str, distinct: int
 
 
 async def test_sigkill_three_times_loses_nothing_and_doubles_nothing(
-    kafka_server: Service, databases: list[str], tmp_path: Path
+    kafka_server: Service, database_pair: list[str], tmp_path: Path
 ) -> None:
-    reference_url, tested_url = databases
+    reference_url, tested_url = database_pair
     stream = sample.generate(50_000, env=_env_name(), seed=11)
     await produce(kafka_server.url, stream.records)
     await _reference(reference_url, kafka_server.url, stream.topics)
@@ -195,9 +181,9 @@ async def test_sigterm_exits_zero_within_grace_with_offsets_matching_rows(
 
 
 async def test_member_joining_and_leaving_mid_stream_keeps_exactness(
-    kafka_server: Service, databases: list[str], tmp_path: Path
+    kafka_server: Service, database_pair: list[str], tmp_path: Path
 ) -> None:
-    reference_url, tested_url = databases
+    reference_url, tested_url = database_pair
     stream = sample.generate(30_000, env=_env_name(), seed=13)
     await produce(kafka_server.url, stream.records, partitions=4)
     await _reference(reference_url, kafka_server.url, stream.topics)

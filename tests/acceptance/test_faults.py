@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import asyncpg
@@ -28,13 +28,10 @@ from consumer.devservices import (
 from consumer.worker import Worker
 from tests.support import (
     Proxy,
-    create_database,
-    drop_database,
     postgres_target,
     produce,
     sink_settings,
     table_snapshot,
-    with_database,
 )
 
 pytestmark = pytest.mark.timeout(900)
@@ -194,20 +191,8 @@ async def _assert_outcome(
     assert len(on_topics) == 2 * len(stream.poison), "each run dead-letters each poison once"
 
 
-@pytest.fixture
-async def two_databases(pg_server: Service, template_database: str) -> AsyncIterator[list[str]]:
-    names = [f"omnisink_f_{uuid.uuid4().hex[:10]}" for _ in range(2)]
-    for name in names:
-        await create_database(pg_server.url, name, template=template_database)
-    try:
-        yield [with_database(pg_server.url, name) for name in names]
-    finally:
-        for name in names:
-            await drop_database(pg_server.url, name)
-
-
-async def test_database_cut_three_times(kafka_server: Service, two_databases: list[str]) -> None:
-    reference_url, tested_url = two_databases
+async def test_database_cut_three_times(kafka_server: Service, database_pair: list[str]) -> None:
+    reference_url, tested_url = database_pair
     stream = await _produce_with_poison(kafka_server.url, seed=21)
     await _run(reference_url, kafka_server.url, stream.topics, "fault-ref")
 
@@ -241,11 +226,11 @@ def proxied_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[s
 
 
 async def test_broker_cut_three_times(
-    proxied_broker: tuple[str, Proxy], two_databases: list[str]
+    proxied_broker: tuple[str, Proxy], database_pair: list[str]
 ) -> None:
     servers, proxy = proxied_broker
     await proxy.start(int(servers.rsplit(":", 1)[1]))
-    reference_url, tested_url = two_databases
+    reference_url, tested_url = database_pair
     try:
         stream = await _produce_with_poison(servers, seed=22)
         await _run(reference_url, servers, stream.topics, "fault-ref")
