@@ -49,6 +49,8 @@ class DatabaseSettings(BaseModel):
     pool_max_size: int = Field(default=10, ge=1)
     command_timeout_s: float = Field(default=60.0, gt=0)
     statement_cache_size: int = Field(default=1024, ge=0)
+    # The server ends a sink transaction left idle this long (its client is gone).
+    idle_in_transaction_timeout_s: float = Field(default=60.0, gt=0)
 
     @field_validator("url")
     @classmethod

@@ -268,6 +268,15 @@ class Worker:
                 max_size=s.database.pool_max_size,
                 command_timeout=s.database.command_timeout_s,
                 statement_cache_size=s.database.statement_cache_size,
+                server_settings={
+                    "application_name": "omnisink",
+                    # A transaction whose client vanished (a network partition, not a clean
+                    # close) would hold its row and advisory locks until TCP noticed, and the
+                    # reconnected sink would wait on them; the server ends it instead.
+                    "idle_in_transaction_session_timeout": str(
+                        int(s.database.idle_in_transaction_timeout_s * 1000)
+                    ),
+                },
             )
         except (OSError, asyncpg.PostgresError) as exc:
             raise FatalError(

@@ -298,6 +298,18 @@ async def test_metrics_and_health_show_progress_and_the_circuit_breaker(
             await asyncio.sleep(0.1)
         assert worker.http is not None
         base = f"http://127.0.0.1:{worker.http.port}"
+        conn = await asyncpg.connect(db_url)
+        try:
+            # The sink's sessions are named, and the server ends one it abandoned.
+            sessions = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE application_name = 'omnisink' AND datname = current_database()"
+            )
+        finally:
+            await conn.close()
+        assert sessions >= 1
+        async with worker._connection() as own:
+            assert await own.fetchval("SHOW idle_in_transaction_session_timeout") == "1min"
         status, body = await asyncio.to_thread(_get, f"{base}/metrics")
         text = body.decode()
         assert status == 200
