@@ -69,6 +69,7 @@ class Stats:
     unknown_types: int = 0
     retries: int = 0
     fenced: int = 0
+    assignments: int = 0
     # The grace period expired and the batch in hand was rolled back.
     abandoned: bool = False
     by_type: Counter[str] = field(default_factory=Counter)
@@ -375,6 +376,7 @@ class Worker:
         """The listener's assignment: pause until the loop has sought to PostgreSQL's offsets."""
         self._assigned = set(assigned)
         self._joined = True
+        self.stats.assignments += 1
         fresh = self._assigned - set(self._expected)
         self._to_seek |= fresh
         if fresh:

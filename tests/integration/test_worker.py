@@ -16,10 +16,17 @@ from aiokafka.structs import OffsetAndMetadata
 from consumer import offsets
 from consumer.devservices import Service
 from consumer.errors import FatalError
-from consumer.settings import DEFAULT_TOPIC_PATTERN
+from consumer.settings import DEFAULT_TOPIC_PATTERN, KafkaSettings
 from consumer.worker import Worker, _without_dlq
 from tests.conftest import TopicFactory
-from tests.support import create_database, drop_database, sink_settings, with_database
+from tests.support import (
+    Proxy,
+    create_database,
+    drop_database,
+    postgres_target,
+    sink_settings,
+    with_database,
+)
 
 
 def _event(n: int, event_type: str = "NODE_HEARTBEAT") -> bytes:
@@ -332,3 +339,50 @@ async def test_metrics_and_health_show_progress_and_the_circuit_breaker(
     finally:
         worker.stop()
         await asyncio.wait_for(run, 30)
+
+
+async def test_an_outage_longer_than_the_poll_interval_keeps_the_group(
+    kafka_server: Service, db_url: str, db: asyncpg.Connection, topic_factory: TopicFactory
+) -> None:
+    topic = await topic_factory("outage", partitions=2)
+    target, proxied = postgres_target(db_url)
+    proxy = Proxy(target)
+    port = await proxy.start()
+    worker = Worker(
+        sink_settings(
+            proxied.format(port=port),
+            kafka_server.url,
+            f"o-{uuid.uuid4().hex[:6]}",
+            topics=[topic],
+            breaker_recovery_s=1.0,
+            kafka=KafkaSettings(
+                bootstrap_servers=kafka_server.url,
+                session_timeout_ms=6000,
+                heartbeat_interval_ms=500,
+                max_poll_interval_ms=3000,
+            ),
+        ),
+        install_signal_handlers=False,
+    )
+    run = asyncio.create_task(worker.run())
+    try:
+        while worker.stats.assignments < 1:
+            assert not run.done(), run
+            await asyncio.sleep(0.1)
+        proxy.cut()
+        await _send(kafka_server.url, topic, [_event(i) for i in range(5)])
+        # The batch is retried for three poll intervals while the database is away.
+        await asyncio.sleep(9)
+        assert worker.stats.retries >= 3
+        assert await db.fetchval("SELECT count(*) FROM event_logs") == 0
+        proxy.restore()
+        deadline = asyncio.get_running_loop().time() + 30
+        while await db.fetchval("SELECT count(*) FROM event_logs") < 5:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.1)
+        # Never thrown out of the group: still the first assignment.
+        assert worker.stats.assignments == 1
+    finally:
+        worker.stop()
+        await asyncio.wait_for(run, 30)
+        await proxy.stop()
