@@ -18,5 +18,7 @@ RUN python -m pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 COPY alembic.ini /app/alembic.ini
 WORKDIR /app
 USER 10001
+# /metrics and /health/* (OMNISINK_HTTP_PORT)
+EXPOSE 8080
 ENTRYPOINT ["omnisink"]
-CMD ["--help"]
+CMD ["run"]
