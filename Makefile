@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install test demo lint format typecheck migrate clean
+.PHONY: install test demo bench lint format typecheck migrate clean
 
 install: $(VENV)/.installed
 
@@ -21,6 +21,10 @@ test: install
 # The sink end to end on embedded PostgreSQL and broker, with a sample stream and a summary.
 demo: install
 	$(BIN)/python -m consumer.demo
+
+# The sink against the raw COPY ceiling and a naive consumer (figures: BENCHMARKS.md).
+bench: install
+	$(BIN)/python -m consumer.bench $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check consumer handlers migrations tests
