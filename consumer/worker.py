@@ -7,9 +7,12 @@ PostgreSQL holds none for a partition.
 
 On assignment the partitions are paused and marked for a seek; the loop (not the rebalance
 callback, which must not block on I/O) reads their offsets from PostgreSQL, seeks, resumes.
-On revocation the callback waits for the batch in hand to finish, so a rebalance in the middle
-of a batch completes it instead of handing half of it to the next owner. A consumer that still
-commits after losing a partition is stopped by the offsets fence (consumer/offsets.py).
+On revocation the callback waits for the write in hand to finish, so a rebalance in the
+middle of a batch completes it instead of handing half of it to the next owner; between the
+attempts of a retried batch the lock is free, and the next attempt drops the records of
+partitions it lost. A consumer that still commits after losing a partition is stopped by the
+offsets fence (consumer/offsets.py). Transient faults, the circuit breaker and dead letters:
+docs/failures.md.
 
 Shutdown (SIGTERM/SIGINT, ``stop()``): stop fetching, finish and commit the batch in hand,
 leave the group; if that takes longer than ``shutdown_grace_s`` the batch is cancelled (its
