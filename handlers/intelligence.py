@@ -443,6 +443,20 @@ def _error_text(error: Any) -> str | None:
     return orjson.dumps(error).decode()
 
 
+def _fact(
+    kind: WorkflowKind, model: _WorkflowPayload, correlation: str | None, **specific: Any
+) -> WorkflowFact:
+    """The facts every intelligence workflow event carries, and those of its kind."""
+    return WorkflowFact(
+        kind=kind,
+        workflow_id=model.workflow_id,
+        operation_type=model.operation_type,
+        entity_id=model.entity_id,
+        correlation_id=correlation,
+        **specific,
+    )
+
+
 def parse_workflow(event: Event) -> WorkflowFact:
     """Validate an intelligence workflow event."""
     kind = event.event_type
@@ -451,44 +465,26 @@ def parse_workflow(event: Event) -> WorkflowFact:
     if kind == EventType.INTELLIGENCE_WORKFLOW_STARTED:
         started = _validate(_WorkflowStartedPayload, payload)
         given = started.input_payload
-        return WorkflowFact(
-            kind="STARTED",
-            workflow_id=started.workflow_id,
-            operation_type=started.operation_type,
-            entity_id=started.entity_id,
-            correlation_id=correlation,
+        return _fact(
+            "STARTED",
+            started,
+            correlation,
             input_payload=given
             if given is not None
             else {k: v for k, v in payload.items() if k not in _STARTED_NOT_INPUT},
         )
     if kind == EventType.INTELLIGENCE_WORKFLOW_STEP_COMPLETED:
         step = _validate(_WorkflowStepPayload, payload)
-        return WorkflowFact(
-            kind="STEP_COMPLETED",
-            workflow_id=step.workflow_id,
-            operation_type=step.operation_type,
-            entity_id=step.entity_id,
-            correlation_id=correlation,
-            step=step.step,
-        )
+        return _fact("STEP_COMPLETED", step, correlation, step=step.step)
     if kind == EventType.INTELLIGENCE_WORKFLOW_COMPLETED:
         completed = _validate(_WorkflowCompletedPayload, payload)
-        return WorkflowFact(
-            kind="COMPLETED",
-            workflow_id=completed.workflow_id,
-            operation_type=completed.operation_type,
-            entity_id=completed.entity_id,
-            correlation_id=correlation,
-            output_results=completed.output_results,
-        )
+        return _fact("COMPLETED", completed, correlation, output_results=completed.output_results)
     if kind == EventType.INTELLIGENCE_WORKFLOW_FAILED:
         failed = _validate(_WorkflowFailedPayload, payload)
-        return WorkflowFact(
-            kind="FAILED",
-            workflow_id=failed.workflow_id,
-            operation_type=failed.operation_type,
-            entity_id=failed.entity_id,
-            correlation_id=correlation,
+        return _fact(
+            "FAILED",
+            failed,
+            correlation,
             error_message=_error_text(failed.error),
             failed_step=failed.failed_step,
         )
