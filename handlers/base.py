@@ -130,6 +130,16 @@ def newest(items: Sequence[Item[T]], key: Any) -> dict[K, Item[T]]:
     return out
 
 
+def as_columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows of ``width`` values as ``width`` columns: the arrays of an ``unnest($1, $2, ...)``
+    statement (a row of another width is a bug, and raises)."""
+    columns: list[list[Any]] = [[] for _ in range(width)]
+    for row in rows:
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    return columns
+
+
 def as_uuid(value: str | UUID) -> UUID:
     """A UUID given as text, or the stable UUID standing for a non-UUID id (contract section 3)."""
     if isinstance(value, UUID):

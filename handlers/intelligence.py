@@ -100,7 +100,7 @@ from pydantic import (
 )
 
 from handlers import fields
-from handlers.base import Event, Item, Reject, jsonb
+from handlers.base import Event, Item, Reject, as_columns, jsonb
 from handlers.envelope import FOREIGN_ID_NAMESPACE, Envelope, EventType
 
 # Column limits (migrations 014-016).
@@ -733,7 +733,7 @@ def _reduce_fsm(items: Sequence[Item[FsmFact]]) -> dict[tuple[str, str], _Entity
 
 
 def _fsm_state_columns(entities: dict[tuple[str, str], _EntityInput]) -> list[list[Any]]:
-    columns: list[list[Any]] = [[] for _ in range(10)]
+    rows: list[list[Any]] = []
     for (fsm_type, entity_id), row in sorted(entities.items()):
         transition = row.transition
         values: list[Any] = [
@@ -748,9 +748,8 @@ def _fsm_state_columns(entities: dict[tuple[str, str], _EntityInput]) -> list[li
             jsonb(row.lease_part()),
             row.first_at,
         ]
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
-    return columns
+        rows.append(values)
+    return as_columns(rows, width=10)
 
 
 def _history_columns(transitions: list[Item[FsmTransition]]) -> list[list[Any]]:
@@ -984,7 +983,7 @@ _STATUS_OF: Final[Mapping[WorkflowKind, str]] = {
 
 
 def _workflow_columns(workflows: dict[str, _WorkflowInput]) -> list[list[Any]]:
-    columns: list[list[Any]] = [[] for _ in range(17)]
+    rows: list[list[Any]] = []
     for workflow_id, row in sorted(workflows.items()):
         started = row.started.payload if row.started else None
         status = row.status.payload if row.status else None
@@ -1024,9 +1023,8 @@ def _workflow_columns(workflows: dict[str, _WorkflowInput]) -> list[list[Any]]:
             row.status.event.at if row.status else None,
             row.status.event.event_id if row.status else None,
         ]
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
-    return columns
+        rows.append(values)
+    return as_columns(rows, width=17)
 
 
 class IntelligenceWorkflowsHandler:

@@ -76,7 +76,7 @@ import asyncpg
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
 from handlers import fields
-from handlers.base import Event, Item, Reject, as_uuid, jsonb
+from handlers.base import Event, Item, Reject, as_columns, as_uuid, jsonb
 from handlers.envelope import FOREIGN_ID_NAMESPACE, EventType
 
 # Column limits (migrations 001-003, 009, 012).
@@ -767,7 +767,7 @@ class WorkflowsHandler:
 
 
 def _merge_columns(ids: list[UUID], workflows: dict[UUID, _WorkflowInput]) -> list[list[Any]]:
-    columns: list[list[Any]] = [[] for _ in range(24)]
+    rows: list[list[Any]] = []
     for workflow_id in ids:
         row = workflows[workflow_id]
         started = row.started.payload if row.started else None
@@ -801,13 +801,12 @@ def _merge_columns(ids: list[UUID], workflows: dict[UUID, _WorkflowInput]) -> li
             intelligence.event.at if intelligence else None,
             intelligence.event.event_id if intelligence else None,
         ]
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
-    return columns
+        rows.append(values)
+    return as_columns(rows, width=24)
 
 
 def _step_columns(steps: dict[tuple[UUID, str], _StepInput]) -> list[list[Any]]:
-    columns: list[list[Any]] = [[] for _ in range(14)]
+    rows: list[list[Any]] = []
     for key in sorted(steps):
         row = steps[key]
         terminal = row.terminal
@@ -827,9 +826,8 @@ def _step_columns(steps: dict[tuple[UUID, str], _StepInput]) -> list[list[Any]]:
             row.status[0][0],
             row.status[0][1],
         ]
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
-    return columns
+        rows.append(values)
+    return as_columns(rows, width=14)
 
 
 def _transition_columns(transitions: list[Item[Transition]]) -> list[list[Any]]:
