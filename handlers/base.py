@@ -26,17 +26,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 from uuid import UUID
 
 import asyncpg
 import orjson
 
+from handlers.contract import RejectKind
 from handlers.envelope import Envelope, foreign_id_to_uuid
-
-# The kinds of permanent error a handler decides (contract section 5); decoding decides
-# decode/schema/oversize before any handler runs.
-RejectKind = Literal["schema", "unknown_type", "invalid_transition", "conflict", "constraint"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ import asyncpg
 import orjson
 
 from handlers.base import Event
+from handlers.contract import ENVELOPE_EXTRA_KEY, KAFKA_METADATA_KEYS
 
 # Envelope fields copied into metadata (contract: "the envelope's metadata plus its source
 # fields and the Kafka topic/partition/offset").
@@ -33,9 +34,9 @@ _ENVELOPE_FIELDS = (
     "original_correlation_id",
     "original_session_id",
 )
-# Where the record was read. Not part of the event's identity: a replay from another offset
-# keeps the first row (ON CONFLICT DO NOTHING), so comparisons across runs ignore these keys.
-KAFKA_METADATA_KEYS = ("kafka_topic", "kafka_partition", "kafka_offset")
+# Where the record was read (handlers.contract.KAFKA_METADATA_KEYS) is not part of the event's
+# identity: a replay from another offset keeps the first row (ON CONFLICT DO NOTHING), so
+# comparisons across runs ignore those keys.
 
 _INSERT = """
 INSERT INTO event_logs (id, event_type, correlation_id, session_id, payload, metadata, created_at)
@@ -62,10 +63,8 @@ def metadata_of(event: Event) -> dict[str, Any]:
         if value is not None:
             meta[name] = value
     if env.extra:
-        meta["envelope_extra"] = env.extra
-    meta["kafka_topic"] = event.topic
-    meta["kafka_partition"] = event.partition
-    meta["kafka_offset"] = event.offset
+        meta[ENVELOPE_EXTRA_KEY] = env.extra
+    meta.update(zip(KAFKA_METADATA_KEYS, (event.topic, event.partition, event.offset), strict=True))
     return meta
 
 
