@@ -400,10 +400,10 @@ async def open_producer(settings: Settings) -> AIOKafkaProducer:
     """A started producer with acks=all; an unreachable broker is a :class:`DlqError` (exit 2)."""
     from aiokafka import AIOKafkaProducer
 
-    from consumer.worker import _kafka_options
+    from consumer.kafka import kafka_options
 
     producer = AIOKafkaProducer(
-        **_kafka_options(settings),
+        **kafka_options(settings),
         acks="all",
         # The same cap as the dead-letter producer: what could be dead-lettered (an oversize
         # record included) can be sent back.

@@ -47,6 +47,7 @@ from consumer import deadletters, offsets
 from consumer.breaker import CircuitBreaker, State
 from consumer.deadletters import DLQ_SUFFIX, DeadLetter
 from consumer.errors import FatalError, is_fatal, is_transient
+from consumer.kafka import kafka_options
 from consumer.metrics import BREAKER_STATES, HealthServer, Metrics
 from consumer.settings import Settings
 from handlers import batch as batches
@@ -297,7 +298,7 @@ class Worker:
                     "Set OMNISINK_HTTP_PORT (0: any free port) or OMNISINK_HTTP_ENABLED=false."
                 ) from exc
             self.http.start()
-        kafka = _kafka_options(s)
+        kafka = kafka_options(s)
         self._consumer = AIOKafkaConsumer(
             **kafka,
             group_id=self._group,
@@ -721,27 +722,6 @@ class Worker:
             "elapsed_s": round(s.elapsed_s, 2),
             "events_per_s": round(s.events_per_s),
         }
-
-
-def _kafka_options(settings: Settings) -> dict[str, Any]:
-    k = settings.kafka
-    options: dict[str, Any] = {
-        "bootstrap_servers": k.bootstrap_servers,
-        "client_id": k.client_id,
-        "security_protocol": k.security_protocol,
-        "request_timeout_ms": k.request_timeout_ms,
-    }
-    if k.security_protocol in {"SSL", "SASL_SSL"}:
-        from aiokafka.helpers import create_ssl_context
-
-        options["ssl_context"] = create_ssl_context()
-    if k.sasl_mechanism is not None:
-        options["sasl_mechanism"] = k.sasl_mechanism
-        options["sasl_plain_username"] = k.sasl_username
-        options["sasl_plain_password"] = (
-            k.sasl_password.get_secret_value() if k.sasl_password else None
-        )
-    return options
 
 
 def _without_dlq(pattern: str) -> str:

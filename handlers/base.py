@@ -88,6 +88,12 @@ class Rejected(Exception):  # noqa: N818 - carries Reject decisions out of a tra
         self.rejections = dict(rejections)
 
 
+class Contended(Exception):  # noqa: N818 - a condition of the data, like Rejected
+    """Raised by ``apply`` when concurrent writers changed the rows under it in a way it cannot
+    resolve inside this transaction: the whole batch is run again (the consumer classifies
+    this as transient). Handlers never raise a driver's exception class for this."""
+
+
 P = TypeVar("P")
 T = TypeVar("T")
 K = TypeVar("K")
