@@ -36,7 +36,7 @@ from consumer import logs, migrate, sample
 from consumer.devservices import running, start_kafka, start_postgres
 from consumer.settings import DatabaseSettings, KafkaSettings, Settings
 from consumer.worker import Worker
-from handlers import batch
+from consumer.store import batch
 from handlers.base import Event
 from handlers.envelope import DecodeError, decode
 from handlers.registry import HANDLERS, resolve
@@ -139,7 +139,7 @@ async def run_naive(db_url: str, servers: str, topics: list[str], limit: int) ->
                         continue
                     event = Event(envelope, record.topic, record.partition, record.offset)
                     async with conn.transaction():
-                        result = await batch.write(conn, [event], HANDLERS)
+                        result = await batch.write_events(conn, [event], HANDLERS)
                     written += len(result.new)
                     await consumer.commit(
                         {

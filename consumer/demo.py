@@ -26,7 +26,8 @@ from rich.table import Table
 from consumer import logs, migrate, sample
 from consumer.devservices import running, start_kafka, start_postgres
 from consumer.settings import DatabaseSettings, KafkaSettings, Settings
-from consumer.worker import Stats, Worker
+from consumer.stats import Stats
+from consumer.worker import Worker
 
 TABLES = (
     "event_logs",

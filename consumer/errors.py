@@ -1,22 +1,35 @@
-"""The sink's error classes, decided once at the boundary where a driver is called.
+"""The sink's error classes, decided once: :func:`classify` is asked at every call into asyncpg
+or aiokafka (the retry loop in consumer/retry.py, the savepoints of consumer/store/batch.py).
 
 - **transient**: the database or broker is unavailable or refused this attempt (connection
-  lost, serialization failure, deadlock, too many connections, admin shutdown). Retried with
-  backoff for as long as it lasts; the record keeps its place.
-- **permanent**: this record can never be written (handlers.base.Reject, envelope DecodeError).
-  Dead-lettered; the rest of the batch goes on.
-- **fatal**: the sink cannot run as configured (schema missing, bad credentials). The process
-  exits non-zero with a message a person can act on.
+  lost, serialization failure, deadlock, too many connections, admin shutdown, a dead letter
+  the broker did not take, rows changed under a handler). Retried with backoff for as long as
+  it lasts; the record keeps its place.
+- **permanent**: these rows can never be written (PostgreSQL refused the data itself: SQLSTATE
+  classes 22 data exception, 23 integrity constraint, 54 program limit). The batch is split
+  down to the event that fails alone, which is dead-lettered; the rest goes on. (A handler's
+  own decisions, ``Reject``/``Rejected``, and the envelope's ``DecodeError`` are permanent too,
+  but they are values of the domain, not errors to classify.)
+- **fatal**: the sink cannot run as configured (schema missing, bad credentials, missing
+  database). The process exits 2 with a message a person can act on.
+- **unexpected**: anything else is a bug of the sink, never retried and never taken for bad
+  data: it propagates.
+
+Handlers (``handlers/``) never see or raise a driver's exception class; what they can say about
+concurrency, :class:`handlers.base.Contended`, is transient here.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 import asyncpg
 from aiokafka import errors as kafka_errors
 
-from consumer.deadletters import DeadLetterUnavailable
+from handlers.base import Contended
+
+Verdict = Literal["transient", "permanent", "fatal", "unexpected"]
 
 # SQLSTATE classes and codes that mean "try again": 08 connection exception, 40001
 # serialization failure, 40P01 deadlock, 53 insufficient resources (too many connections),
@@ -25,50 +38,73 @@ _TRANSIENT_SQLSTATE_PREFIXES = ("08", "53")
 _TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03", "55P03"})
 # Missing schema or table / bad credentials: retrying cannot help.
 _FATAL_SQLSTATE_PREFIXES = ("28", "3D", "3F", "42P01")
+# The data itself: the same rows can never be written.
+_PERMANENT_SQLSTATE_PREFIXES = ("22", "23", "54")
+
+_TRANSIENT_KAFKA_ERRORS = (
+    kafka_errors.KafkaConnectionError,
+    kafka_errors.KafkaTimeoutError,
+    kafka_errors.NodeNotReadyError,
+    kafka_errors.RequestTimedOutError,
+)
+
+
+# A lost connection ("connection is closed") surfaces as asyncpg's InterfaceError.
+_TRANSIENT_CLASSES: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    ConnectionError,
+    asyncpg.exceptions.InterfaceError,
+)
 
 
 class FatalError(Exception):
     """The sink cannot run as configured; the message says what to do."""
 
 
+class TransientError(Exception):
+    """A condition of the sink's own that retrying can clear (e.g. the dead-letter topic did
+    not take a record)."""
+
+
+_TRANSIENT_CLASSES += (TransientError, Contended)
+
+
+def classify(exc: BaseException) -> Verdict:
+    """What the sink does about ``exc``; see the module docstring."""
+    if isinstance(exc, asyncio.CancelledError):
+        verdict: Verdict = "unexpected"  # never retried, never swallowed: a cancel goes on
+    elif isinstance(exc, FatalError):
+        verdict = "fatal"
+    elif isinstance(exc, _TRANSIENT_CLASSES):
+        verdict = "transient"
+    elif isinstance(exc, asyncpg.PostgresError):
+        verdict = _sqlstate_verdict(getattr(exc, "sqlstate", None) or "")
+    elif isinstance(exc, kafka_errors.KafkaError):
+        retriable = bool(getattr(exc, "retriable", False))
+        verdict = (
+            "transient" if retriable or isinstance(exc, _TRANSIENT_KAFKA_ERRORS) else ("unexpected")
+        )
+    else:
+        verdict = "unexpected"
+    return verdict
+
+
+def _sqlstate_verdict(state: str) -> Verdict:
+    if state in _TRANSIENT_SQLSTATES or state.startswith(_TRANSIENT_SQLSTATE_PREFIXES):
+        return "transient"
+    if state.startswith(_FATAL_SQLSTATE_PREFIXES):
+        return "fatal"
+    if state.startswith(_PERMANENT_SQLSTATE_PREFIXES):
+        return "permanent"
+    return "unexpected"
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether retrying the same work later can succeed."""
-    if isinstance(exc, asyncio.CancelledError):
-        return False
-    # A dead letter the broker did not take holds its batch back until it does; a lost
-    # connection ("connection is closed") surfaces as asyncpg's InterfaceError.
-    if isinstance(
-        exc,
-        (
-            DeadLetterUnavailable,
-            OSError,
-            asyncio.TimeoutError,
-            ConnectionError,
-            asyncpg.exceptions.InterfaceError,
-        ),
-    ):
-        return True
-    if isinstance(exc, asyncpg.PostgresError):
-        state = getattr(exc, "sqlstate", None) or ""
-        return state in _TRANSIENT_SQLSTATES or state.startswith(_TRANSIENT_SQLSTATE_PREFIXES)
-    if isinstance(exc, kafka_errors.KafkaError):
-        return bool(getattr(exc, "retriable", False)) or isinstance(
-            exc,
-            (
-                kafka_errors.KafkaConnectionError,
-                kafka_errors.KafkaTimeoutError,
-                kafka_errors.NodeNotReadyError,
-                kafka_errors.RequestTimedOutError,
-            ),
-        )
-    return False
+    return classify(exc) == "transient"
 
 
 def is_fatal(exc: BaseException) -> bool:
     """Whether the error means the configuration or the schema is wrong."""
-    if isinstance(exc, FatalError):
-        return True
-    if isinstance(exc, asyncpg.PostgresError):
-        state = getattr(exc, "sqlstate", None) or ""
-        return state.startswith(_FATAL_SQLSTATE_PREFIXES)
-    return False
+    return classify(exc) == "fatal"

@@ -1,21 +1,17 @@
-"""Prometheus metrics of the sink, and the HTTP endpoints that serve them with health.
+"""Prometheus metrics of the sink (served by consumer/health.py on ``/metrics``).
 
-``/metrics`` (Prometheus text format), ``/health/live`` (the worker loop is turning) and
-``/health/ready`` (started, member of the group, circuit breaker not open), both JSON with
-the breaker's state. Served by prometheus-client's own WSGI app and threaded WSGI server
-(the same one its ``start_http_server`` uses), with two health routes in front of it.
+Every count of a committed batch comes from its one ``Outcome`` (consumer/store/batch.py),
+the same value the worker's ``Stats`` are added up from, so the two can never disagree.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterable
-from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, make_server
+import time
+from collections import Counter as Tally
 
-import orjson
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
-from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from consumer.store.batch import Outcome
 
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
@@ -75,49 +71,15 @@ class Metrics:
             registry=r,
         )
 
-
-class HealthServer:
-    """Serves /metrics and /health/* from a daemon thread until ``stop()``."""
-
-    def __init__(
-        self,
-        metrics: Metrics,
-        health: Callable[[], tuple[bool, bool, dict[str, Any]]],
-        host: str,
-        port: int,
-    ) -> None:
-        self._metrics_app = make_wsgi_app(metrics.registry)
-        self._health = health
-        self._server = make_server(
-            host, port, self._app, ThreadingWSGIServer, handler_class=_QuietHandler
-        )
-        self.port = int(self._server.server_port)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="omnisink-http", daemon=True
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
-        if path in {"/health/live", "/health/ready"}:
-            live, ready, facts = self._health()
-            ok = live if path == "/health/live" else ready
-            body = orjson.dumps({"status": "ok" if ok else "unavailable", **facts})
-            start_response(
-                "200 OK" if ok else "503 Service Unavailable",
-                [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
-            )
-            return [body]
-        result: Iterable[bytes] = self._metrics_app(environ, start_response)
-        return result
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """Probes every few seconds are not worth a log line each."""
+    def observe(self, outcome: Outcome) -> None:
+        """Count one committed batch."""
+        self.batches.inc()
+        self.batch_seconds.observe(outcome.took_s)
+        self.last_commit.set(time.time())
+        self.records.labels("written").inc(len(outcome.written))
+        self.records.labels("duplicate").inc(len(outcome.duplicates))
+        self.records.labels("dead_letter").inc(len(outcome.dead_letters))
+        for event_type, n in Tally(e.event_type for e in outcome.written).items():
+            self.events.labels(event_type).inc(n)
+        for kind, n in Tally(d.kind for d in outcome.dead_letters).items():
+            self.dead_letters.labels(kind).inc(n)

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from handlers import batch
+from consumer.store import batch
 from handlers.base import Event
 from handlers.envelope import Envelope
 from handlers.registry import HANDLERS
@@ -31,7 +31,7 @@ def _event(event_id: uuid.UUID, event_type: str, payload: dict[str, Any], offset
 
 async def _write(db: asyncpg.Connection, events: list[Event]) -> batch.BatchResult:
     async with db.transaction():
-        return await batch.write(db, events, HANDLERS)
+        return await batch.write_events(db, events, HANDLERS)
 
 
 async def test_a_valid_record_after_its_refused_twin_is_written(db: asyncpg.Connection) -> None:

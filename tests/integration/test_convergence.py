@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumer import sample
-from handlers import batch
+from consumer.store import batch
 from handlers.base import Event
 from handlers.envelope import decode
 from handlers.registry import HANDLERS, resolve
@@ -48,7 +48,7 @@ async def _reset(conn: asyncpg.Connection) -> None:
 async def _apply(conn: asyncpg.Connection, batches: list[list[Event]]) -> None:
     for events in batches:
         async with conn.transaction():
-            result = await batch.write(conn, events, HANDLERS)
+            result = await batch.write_events(conn, events, HANDLERS)
         assert not result.rejected, [(e.event_type, str(r)) for e, r in result.rejected]
 
 

@@ -17,8 +17,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from consumer import offsets
 from consumer.devservices import Service
+from consumer.store import offsets
 from consumer.worker import Worker
 from handlers.base import Event, Item
 from handlers.registry import HANDLERS

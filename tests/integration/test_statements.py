@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-import handlers.registry  # noqa: F401 - imports every handler module, which registers its SQL
+import consumer.store.batch
+import consumer.store.database  # noqa: F401 - with the handlers, every module that has SQL
 from handlers.sql import STATEMENTS, Sql
 
 pytestmark = pytest.mark.integration

@@ -13,11 +13,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from consumer import offsets
 from consumer.devservices import Service
 from consumer.errors import FatalError
+from consumer.kafka import without_dlq as _without_dlq
 from consumer.settings import DEFAULT_TOPIC_PATTERN, KafkaSettings
-from consumer.worker import Worker, _without_dlq
+from consumer.store import offsets
+from consumer.worker import Worker
 from tests.conftest import TopicFactory
 from tests.support import (
     Proxy,

@@ -19,7 +19,7 @@ import orjson
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from handlers import batch
+from consumer.store import batch
 from handlers.base import Event, Handler
 from handlers.envelope import Envelope
 
@@ -85,7 +85,7 @@ async def write_batch(
     if renumber:
         events = [Event(e.envelope, e.topic, e.partition, i) for i, e in enumerate(events)]
     async with conn.transaction():
-        return await batch.write(conn, list(events), handlers)
+        return await batch.write_events(conn, list(events), handlers)
 
 
 def js(text: str | None) -> Any:

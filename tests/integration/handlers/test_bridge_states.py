@@ -13,7 +13,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from handlers import batch
+from consumer.store import batch
 from handlers.base import Event
 from handlers.bridge_states import BRIDGE_STATES
 from handlers.envelope import FOREIGN_ID_NAMESPACE, Envelope

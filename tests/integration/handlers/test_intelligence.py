@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from handlers import batch
+from consumer.store import batch
 from handlers.base import Event
 from handlers.envelope import FOREIGN_ID_NAMESPACE, Envelope
 from handlers.intelligence import (
@@ -430,7 +430,7 @@ async def test_other_writers_keep_the_history_trigger(db: asyncpg.Connection) ->
 
     # And an insert by another writer in a transaction where the sink wrote before.
     async with db.transaction():
-        await batch.write(
+        await batch.write_events(
             db,
             [transition("INGESTION", "x", "RECEIVED", "FAIL", "FAILED", when=at(5))],
             HANDLERS,

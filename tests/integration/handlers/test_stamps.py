@@ -13,7 +13,7 @@ import asyncpg
 from hypothesis import given
 from hypothesis import strategies as st
 
-from handlers import batch
+from consumer.store import batch
 from handlers.base import Event
 from handlers.envelope import FOREIGN_ID_NAMESPACE, Envelope
 from handlers.stamps import STAMPS
@@ -377,11 +377,11 @@ async def _concurrently(
     try:
         tx = db.transaction()
         await tx.start()
-        first_result = await batch.write(db, first, [STAMPS])
+        first_result = await batch.write_events(db, first, [STAMPS])
 
         async def second_sink() -> batch.BatchResult:
             async with other.transaction():
-                return await batch.write(other, second, [STAMPS])
+                return await batch.write_events(other, second, [STAMPS])
 
         task = asyncio.create_task(second_sink())
         await _wait_until_blocked(db, other.get_server_pid())

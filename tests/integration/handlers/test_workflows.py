@@ -11,7 +11,7 @@ import asyncpg
 from hypothesis import given
 from hypothesis import strategies as st
 
-from handlers import batch
+from consumer.store import batch
 from handlers.base import Event
 from handlers.envelope import FOREIGN_ID_NAMESPACE, Envelope
 from handlers.workflows import WORKFLOWS

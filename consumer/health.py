@@ -1,0 +1,108 @@
+"""Health: what the worker loop last said of itself, and the HTTP server that reports it.
+
+``/metrics`` (Prometheus text format), ``/health/live`` (the worker loop is turning) and
+``/health/ready`` (started, member of the group, circuit breaker not open), both JSON with the
+breaker's state. Served by prometheus-client's own WSGI app and threaded WSGI server (the same
+one its ``start_http_server`` uses), with two health routes in front of it.
+
+The loop writes a :class:`Snapshot` whenever a fact changes (a loop turn, a poll while
+retrying, a breaker change, an assignment, a commit); the HTTP thread only reads the latest
+one, so it never touches the worker's state (the circuit breaker is not thread-safe).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+import orjson
+from prometheus_client import make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
+
+from consumer.metrics import Metrics
+
+# A loop turn (or a poll while retrying) at least this often, or the worker is stuck.
+LIVENESS_S = 120.0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The worker's facts as of ``beat_at`` (monotonic clock); immutable, so a reader on
+    another thread sees one consistent set."""
+
+    beat_at: float
+    started: bool = False
+    joined: bool = False
+    stopping: bool = False
+    breaker: str = "closed"
+    assigned: int = 0
+    last_commit_at: float | None = None
+
+    def verdict(self, now: float | None = None) -> tuple[bool, bool, dict[str, Any]]:
+        """(live, ready, facts) for the health endpoints."""
+        now = time.monotonic() if now is None else now
+        live = now - self.beat_at < LIVENESS_S and not self.stopping
+        ready = live and self.started and self.joined and self.breaker != "open"
+        since = None if self.last_commit_at is None else round(now - self.last_commit_at, 3)
+        return (
+            live,
+            ready,
+            {
+                "circuit_breaker": self.breaker,
+                "group_member": self.joined,
+                "assigned_partitions": self.assigned,
+                "seconds_since_last_commit": since,
+                "stopping": self.stopping,
+            },
+        )
+
+
+class HealthServer:
+    """Serves /metrics and /health/* from a daemon thread until ``stop()``."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        snapshot: Callable[[], Snapshot],
+        host: str,
+        port: int,
+    ) -> None:
+        self._metrics_app = make_wsgi_app(metrics.registry)
+        self._snapshot = snapshot
+        self._server = make_server(
+            host, port, self._app, ThreadingWSGIServer, handler_class=_QuietHandler
+        )
+        self.port = int(self._server.server_port)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="omnisink-http", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path in {"/health/live", "/health/ready"}:
+            live, ready, facts = self._snapshot().verdict()
+            ok = live if path == "/health/live" else ready
+            body = orjson.dumps({"status": "ok" if ok else "unavailable", **facts})
+            start_response(
+                "200 OK" if ok else "503 Service Unavailable",
+                [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+            )
+            return [body]
+        result: Iterable[bytes] = self._metrics_app(environ, start_response)
+        return result
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Probes every few seconds are not worth a log line each."""

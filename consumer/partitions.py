@@ -1,0 +1,175 @@
+"""The partitions this member owns: one state object per partition, and what happens to them.
+
+- **Assignment** (the rebalance listener): new partitions are paused and left *unsought*; the
+  loop, not the callback (which must not block on I/O), reads their offsets from PostgreSQL,
+  seeks there and resumes them (:meth:`Partitions.seek`).
+- **Revocation**: the listener waits for the write in hand (the batch lock), so a rebalance
+  in the middle of a batch completes it instead of handing half of it to the next owner;
+  then the partitions' states are dropped.
+- **The fence**: ``expected`` is the next offset PostgreSQL holds for the partition as this
+  member last saw it; the batch's offset write is conditional on it (consumer/store/offsets.py).
+  A fenced partition goes back to unsought.
+- **Drain** (``--until-caught-up``): every owned partition consumed to the end offset seen when
+  it was assigned (:meth:`Partitions.caught_up`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+
+from consumer.store.offsets import NO_OFFSET
+
+
+@dataclass
+class Partition:
+    """What this member knows of one owned partition."""
+
+    # The next offset PostgreSQL holds (NO_OFFSET: no row); None until the loop has sought.
+    expected: int | None = None
+    # --until-caught-up: the end offset ListOffsets gave at assignment, and the first high
+    # watermark a fetch reported (some brokers answer ListOffsets short of the true end).
+    target: int | None = None
+    first_highwater: int | None = None
+    # Whether this member exports a lag series for the partition.
+    lag_reported: bool = False
+
+
+class Partitions:
+    """The partition table. Used from the event loop only."""
+
+    def __init__(self) -> None:
+        self._owned: dict[TopicPartition, Partition] = {}
+        self.joined = False
+
+    def __len__(self) -> int:
+        return len(self._owned)
+
+    def __iter__(self) -> Iterator[TopicPartition]:
+        return iter(self._owned)
+
+    def assign(self, assigned: set[TopicPartition]) -> list[TopicPartition]:
+        """The listener's assignment; returns the partitions that are new to this member."""
+        self.joined = True
+        fresh = [tp for tp in assigned if tp not in self._owned]
+        self._owned = {tp: self._owned.get(tp) or Partition() for tp in assigned}
+        return fresh
+
+    def forget(self, revoked: set[TopicPartition]) -> list[TopicPartition]:
+        """Drop revoked partitions; returns those whose lag series must be removed."""
+        lagged = []
+        for tp in revoked:
+            state = self._owned.pop(tp, None)
+            if state is not None and state.lag_reported:
+                lagged.append(tp)
+        return lagged
+
+    def unsought(self) -> list[TopicPartition]:
+        return sorted(tp for tp, p in self._owned.items() if p.expected is None)
+
+    def sought(self) -> set[TopicPartition]:
+        """Owned partitions whose offset is known: the only ones a batch may write."""
+        return {tp for tp, p in self._owned.items() if p.expected is not None}
+
+    def expected(self) -> dict[TopicPartition, int]:
+        """The fence of the next offset write."""
+        return {tp: p.expected for tp, p in self._owned.items() if p.expected is not None}
+
+    def committed(self, next_offsets: dict[TopicPartition, int]) -> None:
+        for tp, offset in next_offsets.items():
+            if tp in self._owned:
+                self._owned[tp].expected = offset
+
+    def fenced(self, tps: list[TopicPartition]) -> None:
+        """Another member moved these partitions' offsets: seek them again."""
+        for tp in tps:
+            if tp in self._owned:
+                self._owned[tp].expected = None
+
+    async def seek(
+        self,
+        kafka: AIOKafkaConsumer,
+        load: Callable[[list[TopicPartition]], Awaitable[dict[TopicPartition, int]]],
+        *,
+        drain: bool,
+    ) -> None:
+        """Seek every unsought partition to the offset PostgreSQL holds, then resume it."""
+        tps = self.unsought()
+        if not tps:
+            return
+        stored = await load(tps)
+        tps = [tp for tp in tps if tp in self._owned]  # a rebalance may run during the load
+        for tp in tps:
+            if tp in stored:
+                kafka.seek(tp, stored[tp])
+                self._owned[tp].expected = stored[tp]
+                continue
+            # PostgreSQL holds nothing: a group moving onto this sink resumes from Kafka's
+            # committed offset; a new group starts per OMNISINK_AUTO_OFFSET_RESET.
+            committed = await kafka.committed(tp)
+            if committed is not None:
+                kafka.seek(tp, committed)
+            self._owned[tp].expected = NO_OFFSET
+        if drain:
+            ends = await kafka.end_offsets(tps)
+            for tp in tps:
+                self._owned[tp].target = ends.get(tp, 0)
+        kafka.resume(*tps)
+
+    def lag(self, kafka: AIOKafkaConsumer) -> Iterator[tuple[TopicPartition, int]]:
+        """(partition, high watermark - PostgreSQL's offset) where both are known."""
+        for tp, p in self._owned.items():
+            highwater = kafka.highwater(tp)
+            if highwater is not None and p.expected is not None and p.expected >= 0:
+                p.lag_reported = True
+                yield tp, max(0, highwater - p.expected)
+
+    async def caught_up(self, kafka: AIOKafkaConsumer) -> bool:
+        """Every owned partition consumed to the end offset seen when it was assigned.
+
+        The target is the larger of ListOffsets' end offset and the first high watermark a
+        fetch reported: some Kafka-compatible brokers answer ListOffsets with less than the
+        true end, while the high watermark in fetch responses is always exact.
+        """
+        if not self.joined:
+            return False
+        for tp, p in self._owned.items():
+            if p.expected is None or p.target is None:
+                return False
+            highwater = kafka.highwater(tp)
+            if highwater is None:
+                return False
+            if p.first_highwater is None:
+                p.first_highwater = highwater
+            done = p.expected if p.expected >= 0 else await kafka.position(tp)
+            if done < max(p.target, p.first_highwater):
+                return False
+        return True
+
+
+class Owner(Protocol):
+    """What the rebalance listener needs of the worker."""
+
+    batch_lock: asyncio.Lock
+
+    def assign(self, assigned: set[TopicPartition]) -> None: ...
+
+    def forget(self, revoked: set[TopicPartition]) -> None: ...
+
+
+class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: Owner) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Wait for the batch in hand: it commits while we still own its partitions.
+        async with self._owner.batch_lock:
+            self._owner.forget(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._owner.assign(assigned)
