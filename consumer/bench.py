@@ -35,8 +35,8 @@ from rich.table import Table
 from consumer import logs, migrate, sample
 from consumer.devservices import running, start_kafka, start_postgres
 from consumer.settings import DatabaseSettings, KafkaSettings, Settings
-from consumer.worker import Worker
 from consumer.store import batch
+from consumer.worker import Worker
 from handlers.base import Event
 from handlers.envelope import DecodeError, decode
 from handlers.registry import HANDLERS, resolve

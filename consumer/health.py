@@ -23,7 +23,9 @@ import orjson
 from prometheus_client import make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
+from consumer.errors import FatalError
 from consumer.metrics import Metrics
+from consumer.settings import Settings
 
 # A loop turn (or a poll while retrying) at least this often, or the worker is stuck.
 LIVENESS_S = 120.0
@@ -80,6 +82,22 @@ class HealthServer:
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="omnisink-http", daemon=True
         )
+
+    @classmethod
+    def serve(
+        cls, metrics: Metrics, snapshot: Callable[[], Snapshot], settings: Settings
+    ) -> HealthServer:
+        """Started on OMNISINK_HTTP_HOST:PORT; FatalError naming the settings when it can't."""
+        host, port = settings.http_host, settings.http_port
+        try:
+            server = cls(metrics, snapshot, host, port)
+        except OSError as exc:
+            raise FatalError(
+                f"cannot serve /metrics and /health on {host}:{port}: {exc}. "
+                "Set OMNISINK_HTTP_PORT (0: any free port) or OMNISINK_HTTP_ENABLED=false."
+            ) from exc
+        server.start()
+        return server
 
     def start(self) -> None:
         self._thread.start()

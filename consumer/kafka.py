@@ -3,13 +3,22 @@ redrive), the daemon's group member and its dead-letter producer."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
 
 from consumer.settings import Settings
 from handlers.contract import DLQ_SUFFIX
+
+log = structlog.get_logger("omnisink.kafka")
+
+Records = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 
 
 def kafka_options(settings: Settings) -> dict[str, Any]:
@@ -71,3 +80,81 @@ def subscribe(consumer: AIOKafkaConsumer, settings: Settings, listener: Any) -> 
 def without_dlq(pattern: str) -> str:
     """The subscription pattern, made unable to match a dead-letter topic."""
     return rf"(?!.*{re.escape(DLQ_SUFFIX)}$)(?:{pattern})"
+
+
+async def fetch_batch(
+    consumer: AIOKafkaConsumer,
+    settings: Settings,
+    *,
+    stopping: Callable[[], bool],
+    seek_pending: Callable[[], bool],
+) -> Records:
+    """Records until the batch is full (records or bytes) or the wait is over; nothing once
+    stopping, and no more waiting while partitions wait for their seek."""
+    s = settings
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + s.batch_max_wait_ms / 1000
+    out: Records = {}
+    count = size = 0
+    while not stopping():
+        remaining_ms = max(0, int((deadline - loop.time()) * 1000))
+        got = await consumer.getmany(
+            timeout_ms=remaining_ms, max_records=s.batch_max_records - count
+        )
+        for tp, records in got.items():
+            out.setdefault(tp, []).extend(records)
+            count += len(records)
+            size += sum(len(r.value or b"") + len(r.key or b"") for r in records)
+        if count >= s.batch_max_records or size >= s.batch_max_bytes:
+            break
+        if remaining_ms == 0 or seek_pending():
+            break
+    return out
+
+
+async def commit_best_effort(
+    consumer: AIOKafkaConsumer, offsets: Mapping[TopicPartition, int]
+) -> None:
+    """Tell Kafka what PostgreSQL committed: for lag tooling only, so best effort (the sink
+    reads Kafka's committed offset back only where PostgreSQL holds none)."""
+    owned = {tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items() if offset >= 0}
+    if not owned:
+        return
+    try:
+        await asyncio.wait_for(consumer.commit(owned), timeout=5)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - PostgreSQL already holds the truth
+        log.debug("kafka.commit_skipped", error=str(exc))
+
+
+def pause_all(consumer: AIOKafkaConsumer) -> bool:
+    """Pause every assigned partition; whether there was any."""
+    owned = consumer.assignment()
+    if owned:
+        consumer.pause(*owned)
+    return bool(owned)
+
+
+def resume_except(consumer: AIOKafkaConsumer, held: Iterable[TopicPartition]) -> None:
+    resumable = consumer.assignment() - set(held)
+    if resumable:
+        consumer.resume(*resumable)
+
+
+async def poll_paused(
+    consumer: AIOKafkaConsumer,
+    seconds: float,
+    *,
+    stopping: Callable[[], bool],
+    beat: Callable[[], None],
+) -> None:
+    """Poll for ``seconds`` with the partitions paused: returns nothing, but keeps the member
+    inside ``max.poll.interval.ms`` and lets rebalances run."""
+    deadline = time.monotonic() + seconds
+    while not stopping():
+        remaining_ms = int((deadline - time.monotonic()) * 1000)
+        if remaining_ms <= 0:
+            break
+        await consumer.getmany(timeout_ms=min(remaining_ms, 500))
+        beat()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import signal
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -23,9 +22,8 @@ from typing import Any
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.structs import OffsetAndMetadata
 
-from consumer import kafka
+from consumer import kafka, lifecycle
 from consumer.breaker import CircuitBreaker, State
 from consumer.deadletters import Publisher
 from consumer.errors import FatalError, is_transient
@@ -125,40 +123,14 @@ class Worker:
 
     async def run(self) -> Stats:
         """Run until stopped (or caught up). A cancel of ``run`` is a graceful stop."""
-        loop = asyncio.get_running_loop()
-        if self.install_signal_handlers:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.stop)
-        main = asyncio.create_task(self._main(), name="omnisink-worker")
-        stopping = asyncio.create_task(self._stopping.wait(), name="omnisink-stop-signal")
-        try:
-            await asyncio.wait({main, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if not main.done():
-                await self._await_with_grace(main)
-            main.result()  # the worker's own failure, if any
-        except asyncio.CancelledError:
-            # Cancelled from outside: become a graceful stop, then let the cancel go on.
-            self.stop()
-            await self._await_with_grace(main)
-            raise
-        finally:
-            stopping.cancel()
-            if self.install_signal_handlers:
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(sig)
+        self.stats.abandoned = await lifecycle.run_gracefully(
+            self._main(),
+            self._stopping,
+            stop=self.stop,
+            grace_s=self.settings.shutdown_grace_s,
+            signals=self.install_signal_handlers,
+        )
         return self.stats
-
-    async def _await_with_grace(self, main: asyncio.Task[None]) -> None:
-        """Let the batch in hand finish within the grace period, else cancel it (it rolls
-        back; its records are read again by the next owner, so nothing is lost)."""
-        try:
-            await asyncio.wait_for(asyncio.shield(main), self.settings.shutdown_grace_s)
-        except TimeoutError:
-            log.warning("worker.grace_expired", grace_s=self.settings.shutdown_grace_s)
-            self.stats.abandoned = True
-            main.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await main
 
     async def _main(self) -> None:
         try:
@@ -166,7 +138,12 @@ class Worker:
             while not self._stopping.is_set():
                 self._beat()
                 await self.partitions.seek(self._kafka, self._load, drain=self.until_caught_up)
-                records = await self._fetch()
+                records = await kafka.fetch_batch(
+                    self._kafka,
+                    self.settings,
+                    stopping=self._stopping.is_set,
+                    seek_pending=lambda: bool(self.partitions.unsought()),
+                )
                 if records:
                     if self.stats.first_record_at is None:
                         self.stats.first_record_at = time.monotonic()
@@ -180,25 +157,10 @@ class Worker:
 
     async def _start(self) -> None:
         s = self.settings
-        try:
-            self._pool = await database.create_pool(s)
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise FatalError(
-                f"cannot connect to PostgreSQL at {s.database.redacted_url}: {exc}. "
-                "Check OMNISINK_DATABASE_URL and that the server is running."
-            ) from exc
+        self._pool = await database.connect(s)
         await database.check_schema(self._pool, s)
         if s.http_enabled:
-            try:
-                self.http = HealthServer(
-                    self.metrics, lambda: self.health, s.http_host, s.http_port
-                )
-            except OSError as exc:
-                raise FatalError(
-                    f"cannot serve /metrics and /health on {s.http_host}:{s.http_port}: {exc}. "
-                    "Set OMNISINK_HTTP_PORT (0: any free port) or OMNISINK_HTTP_ENABLED=false."
-                ) from exc
-            self.http.start()
+            self.http = HealthServer.serve(self.metrics, lambda: self.health, s)
         self._consumer = kafka.group_consumer(s)
         self._producer = kafka.dead_letter_producer(s)
         self._dlq = Publisher(self._producer, s.group_id)
@@ -265,28 +227,6 @@ class Worker:
 
     # -- fetch and write -------------------------------------------------------------------
 
-    async def _fetch(self) -> Records:
-        """Records until the batch is full (records or bytes) or the wait is over."""
-        s = self.settings
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + s.batch_max_wait_ms / 1000
-        out: Records = {}
-        count = size = 0
-        while not self._stopping.is_set():
-            remaining_ms = max(0, int((deadline - loop.time()) * 1000))
-            got = await self._kafka.getmany(
-                timeout_ms=remaining_ms, max_records=s.batch_max_records - count
-            )
-            for tp, records in got.items():
-                out.setdefault(tp, []).extend(records)
-                count += len(records)
-                size += sum(len(r.value or b"") + len(r.key or b"") for r in records)
-            if count >= s.batch_max_records or size >= s.batch_max_bytes:
-                break
-            if remaining_ms == 0 or self.partitions.unsought():
-                break
-        return out
-
     async def _process(self, records: Records) -> None:
         s = self.settings
         batch = Batch.decode(
@@ -310,7 +250,9 @@ class Worker:
                 return
             finally:
                 self._resume_after_retry()
-        await self._commit_to_kafka()
+        for tp, lag in self.partitions.lag(self._kafka):
+            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
+        await kafka.commit_best_effort(self._kafka, self.partitions.expected())
 
     async def _write(self, batch: Batch) -> None:
         if self._dlq is None:
@@ -349,49 +291,21 @@ class Worker:
                     duration_ms=round(outcome.took_s * 1000, 1),
                 )
 
-    async def _commit_to_kafka(self) -> None:
-        """Tell Kafka what PostgreSQL committed: for lag tooling only, so best effort."""
-        for tp, lag in self.partitions.lag(self._kafka):
-            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
-        owned = {
-            tp: OffsetAndMetadata(offset, "")
-            for tp, offset in self.partitions.expected().items()
-            if offset >= 0
-        }
-        if not owned:
-            return
-        try:
-            await asyncio.wait_for(self._kafka.commit(owned), timeout=5)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - PostgreSQL already holds the truth
-            log.debug("kafka.commit_skipped", error=str(exc))
-
     # -- waiting out a fault (consumer/retry.py) -----------------------------------------------
 
     async def _sleep_polling(self, seconds: float) -> None:
-        """Wait between attempts while polling Kafka with every partition paused."""
+        """Wait between attempts while polling Kafka with every partition paused, so the
+        member stays in the group and rebalances still run."""
         if self._consumer is None:
             await asyncio.sleep(seconds)
             return
-        owned = self._kafka.assignment()
-        if owned:
-            self._kafka.pause(*owned)
-            self._paused_for_retry = True
-        deadline = time.monotonic() + seconds
-        while not self._stopping.is_set():
-            remaining_ms = int((deadline - time.monotonic()) * 1000)
-            if remaining_ms <= 0:
-                break
-            # Paused: returns nothing, but keeps the member alive and rebalances running.
-            await self._kafka.getmany(timeout_ms=min(remaining_ms, 500))
-            self._beat()
+        self._paused_for_retry |= kafka.pause_all(self._kafka)
+        await kafka.poll_paused(
+            self._kafka, seconds, stopping=self._stopping.is_set, beat=self._beat
+        )
 
     def _resume_after_retry(self) -> None:
-        if not self._paused_for_retry or self._consumer is None:
-            return
-        self._paused_for_retry = False
-        # Partitions still waiting for their seek stay paused until Partitions.seek.
-        resumable = self._kafka.assignment() - set(self.partitions.unsought())
-        if resumable:
-            self._kafka.resume(*resumable)
+        if self._paused_for_retry and self._consumer is not None:
+            self._paused_for_retry = False
+            # Partitions still waiting for their seek stay paused until Partitions.seek.
+            kafka.resume_except(self._kafka, self.partitions.unsought())

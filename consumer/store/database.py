@@ -11,7 +11,18 @@ from handlers.sql import Sql
 REVISION = Sql("SELECT version_num FROM alembic_version", name="database.revision")
 
 
-async def create_pool(settings: Settings) -> asyncpg.Pool:
+async def connect(settings: Settings) -> asyncpg.Pool:
+    """The sink's pool; FatalError (naming the setting) when PostgreSQL cannot be reached."""
+    try:
+        return await _create_pool(settings)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise FatalError(
+            f"cannot connect to PostgreSQL at {settings.database.redacted_url}: {exc}. "
+            "Check OMNISINK_DATABASE_URL and that the server is running."
+        ) from exc
+
+
+async def _create_pool(settings: Settings) -> asyncpg.Pool:
     db = settings.database
     return await asyncpg.create_pool(
         db.dsn,

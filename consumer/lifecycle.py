@@ -1,0 +1,66 @@
+"""How the daemon stops: gracefully on SIGTERM/SIGINT or a cancel, within a grace period.
+
+A stop asks the loop to finish and commit the batch in hand and leave the group. If that takes
+longer than the grace period (``OMNISINK_SHUTDOWN_GRACE_S``) the loop is cancelled: the
+batch's transaction rolls back and its records are read again by the next owner, so nothing
+is lost; the caller exits 3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger("omnisink.worker")
+
+
+async def run_gracefully(
+    main: Coroutine[Any, Any, None],
+    stopping: asyncio.Event,
+    *,
+    stop: Callable[[], None],
+    grace_s: float,
+    signals: bool,
+) -> bool:
+    """Run ``main`` until it returns or ``stopping`` is set, then give it ``grace_s`` to
+    finish. Returns whether the grace period expired (the loop was cancelled). A cancel of
+    this coroutine is a graceful stop that then goes on as a cancel."""
+    loop = asyncio.get_running_loop()
+    if signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop)
+    task = asyncio.create_task(main, name="omnisink-worker")
+    waiter = asyncio.create_task(stopping.wait(), name="omnisink-stop-signal")
+    abandoned = False
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            abandoned = await _with_grace(task, grace_s)
+        task.result()  # the loop's own failure, if any
+    except asyncio.CancelledError:
+        stop()
+        await _with_grace(task, grace_s)
+        raise
+    finally:
+        waiter.cancel()
+        if signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+    return abandoned
+
+
+async def _with_grace(task: asyncio.Task[None], grace_s: float) -> bool:
+    try:
+        await asyncio.wait_for(asyncio.shield(task), grace_s)
+    except TimeoutError:
+        log.warning("worker.grace_expired", grace_s=grace_s)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return True
+    return False
