@@ -21,8 +21,8 @@ from typer.testing import CliRunner, Result
 
 from consumer import dlq
 from consumer.cli import app
-from consumer.devservices import Service, free_port
 from consumer.worker import Worker
+from dev.services import Service, free_port
 from tests.conftest import TopicFactory
 from tests.support import create_database, drop_database, sink_settings, with_database
 

@@ -18,8 +18,8 @@ import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from consumer import offsets
-from consumer.devservices import Service
 from consumer.worker import Worker
+from dev.services import Service
 from handlers.base import Event, Item
 from handlers.registry import HANDLERS
 from tests.conftest import TopicFactory

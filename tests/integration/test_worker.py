@@ -14,10 +14,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from consumer import offsets
-from consumer.devservices import Service
 from consumer.errors import FatalError
 from consumer.settings import DEFAULT_TOPIC_PATTERN, KafkaSettings
 from consumer.worker import Worker, _without_dlq
+from dev.services import Service
 from tests.conftest import TopicFactory
 from tests.support import (
     Proxy,
