@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # The sink's image: the package and its runtime dependencies only (no dev extras, no
-# embedded services). Configure it with OMNISINK_* environment variables.
+# embedded services, nothing of dev/ or tests/). Configure it with OMNISINK_* environment
+# variables.
 FROM python:3.11-slim AS build
 WORKDIR /src
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1

@@ -20,20 +20,20 @@ test: install
 
 # The sink end to end on embedded PostgreSQL and broker, with a sample stream and a summary.
 demo: install
-	$(BIN)/python -m consumer.demo
+	$(BIN)/python -m dev.demo
 
 # The sink against the raw COPY ceiling and a naive consumer (figures: BENCHMARKS.md).
 bench: install
-	$(BIN)/python -m consumer.bench $(BENCH_ARGS)
+	$(BIN)/python -m dev.bench $(BENCH_ARGS)
 
 lint: install
-	$(BIN)/ruff check consumer handlers migrations tests
-	$(BIN)/ruff format --check consumer handlers migrations tests
+	$(BIN)/ruff check consumer handlers dev migrations tests
+	$(BIN)/ruff format --check consumer handlers dev migrations tests
 	$(BIN)/mypy
 
 format: install
-	$(BIN)/ruff format consumer handlers migrations tests
-	$(BIN)/ruff check --fix consumer handlers migrations tests
+	$(BIN)/ruff format consumer handlers dev migrations tests
+	$(BIN)/ruff check --fix consumer handlers dev migrations tests
 
 typecheck: install
 	$(BIN)/mypy

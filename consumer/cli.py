@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections import Counter
 from collections.abc import Coroutine
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
 
-from consumer import __version__, dlq
+from consumer import __version__
+from consumer.dlq import commands
+from consumer.dlq.model import DlqError, Filters, parse_since
 from consumer.settings import Settings
-
-T = TypeVar("T")
+from handlers.contract import DEAD_LETTER_KINDS
 
 app = typer.Typer(
     name="omnisink",
@@ -125,7 +125,7 @@ dlq_app = typer.Typer(
 )
 app.add_typer(dlq_app, name="dlq")
 
-_KINDS = ", ".join(dlq.ERROR_KINDS)
+_KINDS = ", ".join(DEAD_LETTER_KINDS)
 TopicOption = Annotated[str | None, typer.Option("--topic", help="Only this original topic.")]
 KindOption = Annotated[str | None, typer.Option("--kind", help=f"Only this error kind: {_KINDS}.")]
 SinceOption = Annotated[
@@ -150,21 +150,22 @@ def _since(value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
-        return dlq.parse_since(value)
+        return parse_since(value)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="'--since'") from exc
 
 
 def _kind(value: str | None) -> str | None:
-    if value is not None and value not in dlq.ERROR_KINDS:
+    if value is not None and value not in DEAD_LETTER_KINDS:
         raise typer.BadParameter(f"{value!r} is not one of {_KINDS}", param_hint="'--kind'")
     return value
 
 
-def _run_dlq(command: str, work: Coroutine[Any, Any, T]) -> T:
+def _run_dlq(command: str, work: Coroutine[Any, Any, None]) -> None:
+    """Run a dead-letter command; its :class:`DlqError` becomes the exit status it names."""
     try:
-        return asyncio.run(work)
-    except dlq.DlqError as exc:
+        asyncio.run(work)
+    except DlqError as exc:
         typer.echo(f"omnisink dlq {command}: {exc}", err=True)
         raise typer.Exit(code=exc.exit_code) from exc
 
@@ -184,24 +185,10 @@ def dlq_list(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array, for scripts.")] = False,
 ) -> None:
     """List dead letters, newest first (pending ones unless --status says otherwise)."""
-    filters = dlq.Filters(topic=topic, kind=_kind(kind), since=_since(since))
-    settings = _load_settings()
+    filters = Filters(topic=topic, kind=_kind(kind), since=_since(since))
     wanted = None if status is StatusChoice.all else status.value
-
-    async def fetch() -> list[dlq.Summary]:
-        async with dlq.connect(settings) as conn:
-            return await dlq.fetch_list(conn, filters, wanted, limit)
-
-    rows = _run_dlq("list", fetch())
-    if as_json:
-        typer.echo(dlq.dumps([row.to_json() for row in rows]))
-        return
-    if not rows:
-        typer.echo(f"no {'' if wanted is None else wanted + ' '}dead letters match")
-        return
-    dlq.console().print(dlq.table(rows))
-    if len(rows) == limit:
-        typer.echo(f"(the newest {limit} shown; --limit for more)", err=True)
+    settings = _load_settings()
+    _run_dlq("list", commands.list_dead_letters(settings, filters, wanted, limit, as_json=as_json))
 
 
 @dlq_app.command("show")
@@ -211,19 +198,7 @@ def dlq_show(
 ) -> None:
     """Show every fact of one dead letter: source, record, headers, error, status."""
     settings = _load_settings()
-
-    async def fetch() -> dlq.Detail | None:
-        async with dlq.connect(settings) as conn:
-            return await dlq.fetch_one(conn, dead_letter_id)
-
-    detail = _run_dlq("show", fetch())
-    if detail is None:
-        typer.echo(f"omnisink dlq show: no dead letter with id {dead_letter_id}", err=True)
-        raise typer.Exit(code=1)
-    if as_json:
-        typer.echo(dlq.dumps(detail.to_json()))
-        return
-    typer.echo("\n".join(dlq.detail_lines(detail)))
+    _run_dlq("show", commands.show_dead_letter(settings, dead_letter_id, as_json=as_json))
 
 
 @dlq_app.command(
@@ -249,7 +224,7 @@ def dlq_redrive(
         bool, typer.Option("--dry-run", help="List what would be redriven; change nothing.")
     ] = False,
 ) -> None:
-    filters = dlq.Filters(topic=topic, kind=_kind(kind), since=_since(since), ids=tuple(ids or ()))
+    filters = Filters(topic=topic, kind=_kind(kind), since=_since(since), ids=tuple(ids or ()))
     if filters.empty and not every:
         typer.echo(
             "omnisink dlq redrive: say which dead letters: --id, --kind, --topic, --since, "
@@ -258,62 +233,7 @@ def dlq_redrive(
         )
         raise typer.Exit(code=2)
     settings = _load_settings()
-    code = _run_dlq("redrive", _redrive(settings, filters, dry_run=dry_run))
-    if code:
-        raise typer.Exit(code=code)
-
-
-async def _redrive(settings: Settings, filters: dlq.Filters, *, dry_run: bool) -> int:
-    async with dlq.connect(settings) as conn:
-        if filters.ids:
-            statuses = await dlq.fetch_statuses(conn, filters.ids)
-            missing = sorted(set(filters.ids) - set(statuses))
-            if missing:
-                raise dlq.DlqError(
-                    f"no dead letter with id {', '.join(map(str, missing))}; nothing was redriven"
-                )
-            done = sorted((i, s) for i, s in statuses.items() if s != "pending")
-            if done:
-                shown = ", ".join(f"{i} ({s})" for i, s in done)
-                typer.echo(f"omnisink dlq redrive: not pending, skipped: {shown}", err=True)
-        todo = await dlq.pending(conn, filters)
-        if not todo:
-            typer.echo("omnisink dlq redrive: no pending dead letter matches; nothing to do")
-            return 0
-        if dry_run:
-            dlq.console().print(dlq.table(todo, title="would be redriven, in this order"))
-            topics = dlq.topics_summary(Counter(row.topic for row in todo))
-            typer.echo(
-                f"omnisink dlq redrive: dry run: {len(todo)} would be redriven to {topics}; "
-                "nothing was published or changed"
-            )
-            return 0
-        producer = await dlq.open_producer(settings)
-        try:
-            result = await dlq.redrive(conn, producer, filters)
-        finally:
-            await producer.stop()
-    topics = dlq.topics_summary(result.topics)
-    typer.echo(
-        f"omnisink dlq redrive: {len(result.redriven)} redriven"
-        + (f" to {topics}" if topics else "")
-    )
-    if result.not_marked:
-        shown = ", ".join(map(str, result.not_marked))
-        typer.echo(
-            f"omnisink dlq redrive: published but no longer pending when marked (another "
-            f"redrive marked them): {shown}",
-            err=True,
-        )
-    if result.error is not None:
-        typer.echo(
-            f"omnisink dlq redrive: dead letter {result.failed_id} could not be published to "
-            f"{result.failed_topic}: {type(result.error).__name__}: {result.error}. Stopped "
-            f"there: {len(result.redriven)} redriven, the rest are still pending.",
-            err=True,
-        )
-        return 1
-    return 0
+    _run_dlq("redrive", commands.redrive_dead_letters(settings, filters, dry_run=dry_run))
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 Every test that asks for ``db_url`` gets its own database, cloned from a template migrated
 to head once per session (cloning is ~50 ms; migrating is seconds). Every test that asks for
-``topic_factory`` gets fresh, uniquely named topics. See consumer/devservices.py for which
+``topic_factory`` gets fresh, uniquely named topics. See dev/services.py for which
 servers are used (environment URLs, testcontainers, or embedded).
 """
 
@@ -19,7 +19,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from consumer import migrate
-from consumer.devservices import Service, running, start_kafka, start_postgres
+from dev.services import Service, running, start_kafka, start_postgres
 from tests.support import (
     LOCAL_PG15_URL_ENV,
     create_database,

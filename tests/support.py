@@ -11,8 +11,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from consumer.sample import Record, produce  # noqa: F401 - the tests' producer
 from consumer.settings import DatabaseSettings, KafkaSettings, Settings
+from dev.sample import Record, produce  # noqa: F401 - the tests' producer
 
 SEEDS_DIR = Path(__file__).resolve().parent / "fixtures" / "seeds"
 

@@ -1,6 +1,6 @@
 """The daemon as operators run it: ``omnisink run`` in a subprocess, killed, stopped, joined.
 
-Each test produces a sample stream (consumer/sample.py) to fresh topics, runs a *reference*
+Each test produces a sample stream (dev/sample.py) to fresh topics, runs a *reference*
 sink in-process into one database, runs the daemon under test into another, and requires the
 two databases' tables to be identical, with exactly one event_logs row per distinct event.
 """
@@ -20,9 +20,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from consumer import sample
-from consumer.devservices import Service
 from consumer.worker import Worker
+from dev import sample
+from dev.services import Service
 from tests.support import (
     create_database,
     drop_database,

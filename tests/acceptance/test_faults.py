@@ -17,15 +17,15 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from consumer import sample
-from consumer.devservices import (
+from consumer.worker import Worker
+from dev import sample
+from dev.services import (
     KAFKA_SERVERS_ENV,
     Service,
     free_port,
     running,
     start_embedded_broker,
 )
-from consumer.worker import Worker
 from tests.support import (
     Proxy,
     postgres_target,

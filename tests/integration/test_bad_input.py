@@ -12,8 +12,8 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from consumer.devservices import Service
 from consumer.worker import Worker
+from dev.services import Service
 from tests.conftest import TopicFactory
 from tests.support import sink_settings
 

@@ -6,8 +6,8 @@ import io
 
 from rich.console import Console
 
-from consumer import bench
-from consumer.devservices import Service
+from dev import bench
+from dev.services import Service
 
 
 async def test_the_benchmark_runs_all_three_measurements(

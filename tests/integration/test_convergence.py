@@ -1,7 +1,7 @@
 """Contract rule 4.2 over every handler at once: any order, any batching, any duplicates of a
 conflict-free event set leave every current-state and per-event table identical.
 
-The event set is the sample stream (consumer/sample.py: every event type, realistic ids and
+The event set is the sample stream (dev/sample.py: every event type, realistic ids and
 payloads); hypothesis chooses the permutation, the batch boundaries and the duplicates. Each
 family's own property test (tests/integration/handlers/) covers its edge cases; this one
 covers the families together, through the same batch driver and registry the daemon uses.
@@ -15,8 +15,8 @@ import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumer import sample
 from consumer.store import batch
+from dev import sample
 from handlers.base import Event
 from handlers.envelope import decode
 from handlers.registry import HANDLERS, resolve

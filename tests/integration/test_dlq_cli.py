@@ -19,10 +19,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from typer.testing import CliRunner, Result
 
-from consumer import dlq
 from consumer.cli import app
-from consumer.devservices import Service, free_port
+from consumer.dlq.model import parse_since
+from consumer.dlq.queries import mark_redriven
 from consumer.worker import Worker
+from dev.services import Service, free_port
+from handlers.contract import DEAD_LETTER_KINDS
 from tests.conftest import TopicFactory
 from tests.support import create_database, drop_database, sink_settings, with_database
 
@@ -401,8 +403,8 @@ async def test_a_redrive_that_fails_part_way_marks_only_what_was_acknowledged(
     [published] = await _read(servers, topic, 1)
     assert published.value == b"first"
     # The mark's guard: a row no longer pending is not marked again.
-    assert await dlq.mark_redriven(db, ids[:1]) == []
-    assert await dlq.mark_redriven(db, ids[2:]) == ids[2:]
+    assert await mark_redriven(db, ids[:1]) == []
+    assert await mark_redriven(db, ids[2:]) == ids[2:]
 
 
 async def test_connection_problems_exit_2_without_secrets(
@@ -438,7 +440,7 @@ async def test_the_error_kinds_are_the_tables(db: asyncpg.Connection) -> None:
         "WHERE conrelid = 'omnisink.dead_letters'::regclass AND contype = 'c' "
         "AND pg_get_constraintdef(oid) LIKE '%error_kind%'"
     )
-    assert sorted(re.findall(r"'([a-z_]+)'", check)) == sorted(dlq.ERROR_KINDS)
+    assert sorted(re.findall(r"'([a-z_]+)'", check)) == sorted(DEAD_LETTER_KINDS)
 
 
 @pytest.mark.parametrize(
@@ -453,10 +455,10 @@ async def test_the_error_kinds_are_the_tables(db: asyncpg.Connection) -> None:
     ],
 )
 def test_since(text: str, expected: datetime) -> None:
-    assert dlq.parse_since(text, now=datetime(2026, 1, 2, 12, 0, tzinfo=UTC)) == expected
+    assert parse_since(text, now=datetime(2026, 1, 2, 12, 0, tzinfo=UTC)) == expected
 
 
 @pytest.mark.parametrize("text", ["yesterday", "5 parsecs", "-3h", "", "99999999999d"])
 def test_since_rejects(text: str) -> None:
     with pytest.raises(ValueError, match=r"ISO 8601|further back"):
-        dlq.parse_since(text)
+        parse_since(text)

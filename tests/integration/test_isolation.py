@@ -17,9 +17,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from consumer.devservices import Service
 from consumer.store import offsets
 from consumer.worker import Worker
+from dev.services import Service
 from handlers.base import Event, Item
 from handlers.registry import HANDLERS
 from tests.conftest import TopicFactory

@@ -19,9 +19,9 @@ import asyncpg
 import orjson
 import pytest
 
-from consumer.devservices import Service
-from consumer.sample import Record
 from consumer.worker import Worker
+from dev.sample import Record
+from dev.services import Service
 from handlers.base import as_uuid
 from tests.support import create_database, drop_database, produce, sink_settings, with_database
 

@@ -11,7 +11,7 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from consumer.devservices import Service
+from dev.services import Service
 
 RECORDS = 300
 GROUP = "omnisink-smoke"

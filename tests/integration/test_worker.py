@@ -13,12 +13,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from consumer.devservices import Service
 from consumer.errors import FatalError
 from consumer.kafka import without_dlq as _without_dlq
 from consumer.settings import DEFAULT_TOPIC_PATTERN, KafkaSettings
 from consumer.store import offsets
 from consumer.worker import Worker
+from dev.services import Service
 from tests.conftest import TopicFactory
 from tests.support import (
     Proxy,

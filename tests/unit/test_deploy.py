@@ -53,3 +53,15 @@ def test_readme_lists_every_setting() -> None:
     listed = set(re.findall(r"OMNISINK_[A-Z0-9_]+", readme))
     missing = _known_variables() - listed
     assert not missing, f"README does not list {sorted(missing)}"
+
+
+def test_the_image_ships_no_dev_tooling_nor_tests() -> None:
+    copied: set[str] = set()
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["COPY"] and not any(w.startswith("--from") for w in words):
+            copied.update(w.rstrip("/") for w in words[1:-1])
+    assert copied, "the Dockerfile copies nothing from the build context"
+    assert not copied & {"dev", "tests", "."}, f"the image copies {sorted(copied)}"
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {"dev", "tests"} <= ignored, "the build context should leave out dev/ and tests/"

@@ -1,6 +1,6 @@
 """``make bench``: the sink against the raw COPY ceiling and a naive consumer, in one run.
 
-One sample stream (consumer/sample.py) is produced once; then, each into a fresh database:
+One sample stream (dev/sample.py) is produced once; then, each into a fresh database:
 
 1. **sink**: the worker drains the topics (set-based batches, one transaction per batch);
 2. **naive**: a consumer that does what a first attempt does: one transaction per record
@@ -32,11 +32,12 @@ from aiokafka.structs import OffsetAndMetadata
 from rich.console import Console
 from rich.table import Table
 
-from consumer import logs, migrate, sample
-from consumer.devservices import running, start_kafka, start_postgres
+from consumer import logs, migrate
 from consumer.settings import DatabaseSettings, KafkaSettings, Settings
 from consumer.store import batch
 from consumer.worker import Worker
+from dev import sample
+from dev.services import running, start_kafka, start_postgres
 from handlers.base import Event
 from handlers.envelope import DecodeError, decode
 from handlers.registry import HANDLERS, resolve
@@ -238,7 +239,7 @@ def _report(console: Console, results: list[Result], events: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m consumer.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m dev.bench", description=__doc__)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--naive-events", type=int, default=5_000)
     args = parser.parse_args(argv)

@@ -1,7 +1,7 @@
 """``make demo``: the sink end to end on embedded services, ending in a summary.
 
-Starts PostgreSQL and a Kafka-protocol broker (consumer/devservices.py: the environment's,
-else embedded), migrates, produces a sample stream (consumer/sample.py) of at least 10,000
+Starts PostgreSQL and a Kafka-protocol broker (dev/services.py: the environment's,
+else embedded), migrates, produces a sample stream (dev/sample.py) of at least 10,000
 events with duplicates, out-of-order arrivals and a few poison records, runs the sink until it
 has caught up, prints what landed where (read back from the database, and checked against what
 was produced), and stops what it started. Exit status 0 only when every check holds.
@@ -23,11 +23,12 @@ from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.table import Table
 
-from consumer import logs, migrate, sample
-from consumer.devservices import running, start_kafka, start_postgres
+from consumer import logs, migrate
 from consumer.settings import DatabaseSettings, KafkaSettings, Settings
 from consumer.stats import Stats
 from consumer.worker import Worker
+from dev import sample
+from dev.services import running, start_kafka, start_postgres
 
 TABLES = (
     "event_logs",
@@ -214,7 +215,7 @@ def _report(  # noqa: PLR0917 - private, called once
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m consumer.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m dev.demo", description=__doc__)
     parser.add_argument("--events", type=int, default=10_000, help="distinct events (>= 10000)")
     args = parser.parse_args(argv)
     logs.configure("WARNING", "console")
