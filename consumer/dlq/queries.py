@@ -12,16 +12,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from typing import Final
 
 import asyncpg
 
 from consumer.dlq.model import Detail, DlqError, Filters, Summary
 from consumer.settings import Settings
+from handlers.sql import Sql
 
 # Dead letters matching the filters and $5 (a status, NULL for any), newest first, at most
 # $6 (NULL: no limit). The columns are Summary's.
-LIST: Final = """
+LIST = Sql(
+    """
     SELECT id, failed_at, topic, kafka_partition, kafka_offset, error_kind, event_type,
            event_id, attempts, status, error_message, redriven_at, consumer_group
     FROM omnisink.dead_letters
@@ -32,18 +33,23 @@ LIST: Final = """
       AND ($5::text IS NULL OR status = $5)
     ORDER BY failed_at DESC, id DESC
     LIMIT $6
-"""
+""",
+    name="dlq.list",
+)
 
-SHOW: Final = "SELECT * FROM omnisink.dead_letters WHERE id = $1"
+SHOW = Sql("SELECT * FROM omnisink.dead_letters WHERE id = $1", name="dlq.show")
 
-STATUSES: Final = "SELECT id, status FROM omnisink.dead_letters WHERE id = ANY($1::bigint[])"
+STATUSES = Sql(
+    "SELECT id, status FROM omnisink.dead_letters WHERE id = ANY($1::bigint[])", name="dlq.statuses"
+)
 
 # Where a redrive's selection ends: the rows that exist when it starts.
-LAST_ID: Final = "SELECT max(id) FROM omnisink.dead_letters"
+LAST_ID = Sql("SELECT max(id) FROM omnisink.dead_letters", name="dlq.last_id")
 
 # The next chunk of a redrive: pending rows matching the filters with $5 < id <= $6, in id
 # order, at most $7, locked until the transaction ends; rows another redrive holds are skipped.
-LOCK_CHUNK: Final = """
+LOCK_CHUNK = Sql(
+    """
     SELECT id, topic, record_key, record_value, header_keys, header_values
     FROM omnisink.dead_letters
     WHERE ($1::text IS NULL OR topic = $1)
@@ -54,14 +60,19 @@ LOCK_CHUNK: Final = """
     ORDER BY id
     LIMIT $7
     FOR UPDATE SKIP LOCKED
-"""
+""",
+    name="dlq.lock_chunk",
+)
 
 # Only rows still pending are marked: the ids marked are returned.
-MARK_REDRIVEN: Final = """
+MARK_REDRIVEN = Sql(
+    """
     UPDATE omnisink.dead_letters SET status = 'redriven', redriven_at = now()
     WHERE id = ANY($1::bigint[]) AND status = 'pending'
     RETURNING id
-"""
+""",
+    name="dlq.mark_redriven",
+)
 
 
 def _filters(filters: Filters) -> tuple[str | None, str | None, datetime | None, list[int] | None]:
@@ -107,18 +118,18 @@ async def fetch_list(
     conn: asyncpg.Connection, filters: Filters, status: str | None, limit: int | None
 ) -> list[Summary]:
     """Dead letters matching ``filters`` (and ``status``, None for any), newest first."""
-    rows = await conn.fetch(LIST, *_filters(filters), status, limit)
+    rows = await conn.fetch(LIST.sql, *_filters(filters), status, limit)
     return [Summary.from_row(row) for row in rows]
 
 
 async def fetch_one(conn: asyncpg.Connection, dead_letter_id: int) -> Detail | None:
-    row = await conn.fetchrow(SHOW, dead_letter_id)
+    row = await conn.fetchrow(SHOW.sql, dead_letter_id)
     return Detail.from_row(row) if row is not None else None
 
 
 async def fetch_statuses(conn: asyncpg.Connection, ids: Sequence[int]) -> dict[int, str]:
     """The status of each of ``ids`` that exists."""
-    rows = await conn.fetch(STATUSES, list(ids))
+    rows = await conn.fetch(STATUSES.sql, list(ids))
     return {row["id"]: row["status"] for row in rows}
 
 
@@ -130,7 +141,7 @@ async def pending(conn: asyncpg.Connection, filters: Filters) -> list[Summary]:
 
 async def last_id(conn: asyncpg.Connection) -> int | None:
     """The newest dead letter's id; None when there is none."""
-    last: int | None = await conn.fetchval(LAST_ID)
+    last: int | None = await conn.fetchval(LAST_ID.sql)
     return last
 
 
@@ -138,10 +149,10 @@ async def lock_chunk(
     conn: asyncpg.Connection, filters: Filters, after: int, last: int, limit: int
 ) -> list[asyncpg.Record]:
     """The next chunk of a redrive (:data:`LOCK_CHUNK`); call it in a transaction."""
-    return await conn.fetch(LOCK_CHUNK, *_filters(filters), after, last, limit)
+    return await conn.fetch(LOCK_CHUNK.sql, *_filters(filters), after, last, limit)
 
 
 async def mark_redriven(conn: asyncpg.Connection, ids: Sequence[int]) -> list[int]:
     """Mark ``ids`` redriven, those still pending only; return the ids marked."""
-    rows = await conn.fetch(MARK_REDRIVEN, list(ids))
+    rows = await conn.fetch(MARK_REDRIVEN.sql, list(ids))
     return sorted(row["id"] for row in rows)

@@ -19,20 +19,26 @@ from collections.abc import Iterable, Mapping
 import asyncpg
 from aiokafka import TopicPartition
 
+from handlers.sql import Sql
+
 # The value that stands for "no row yet" in the fence: next_offset is CHECKed >= 0.
 NO_OFFSET = -1
 
-_LOAD = """
+LOAD = Sql(
+    """
 SELECT topic, kafka_partition, next_offset
 FROM omnisink.consumer_offsets
 WHERE consumer_group = $1
   AND (topic, kafka_partition) IN (SELECT * FROM unnest($2::text[], $3::int[]))
-"""
+""",
+    name="offsets.load",
+)
 
 # One statement for every partition of the batch. A row is inserted when none exists and the
 # caller expected none; updated only when it still holds what the caller expected. RETURNING
 # names the partitions that moved: fewer than given means another consumer got there first.
-_STORE = """
+STORE = Sql(
+    """
 WITH given AS (
     SELECT * FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[])
         AS g(topic, kafka_partition, next_offset, expected)
@@ -50,7 +56,9 @@ ON CONFLICT (consumer_group, topic, kafka_partition) DO UPDATE
     WHERE o.next_offset = (SELECT g.expected FROM given g
                            WHERE g.topic = o.topic AND g.kafka_partition = o.kafka_partition)
 RETURNING topic, kafka_partition
-"""
+""",
+    name="offsets.store",
+)
 
 
 class OffsetFenced(Exception):  # noqa: N818 - a normal outcome of a rebalance race
@@ -69,7 +77,7 @@ async def load(
     tps = list(partitions)
     if not tps:
         return {}
-    rows = await conn.fetch(_LOAD, group, [tp.topic for tp in tps], [tp.partition for tp in tps])
+    rows = await conn.fetch(LOAD.sql, group, [tp.topic for tp in tps], [tp.partition for tp in tps])
     return {TopicPartition(r["topic"], r["kafka_partition"]): r["next_offset"] for r in rows}
 
 
@@ -88,7 +96,7 @@ async def store(
         return
     tps = list(next_offsets)
     rows = await conn.fetch(
-        _STORE,
+        STORE.sql,
         group,
         [tp.topic for tp in tps],
         [tp.partition for tp in tps],

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
+import consumer.dlq.queries
 import consumer.store.batch
 import consumer.store.database  # noqa: F401 - with the handlers, every module that has SQL
 from handlers.sql import STATEMENTS, Sql
