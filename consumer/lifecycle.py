@@ -41,7 +41,8 @@ async def run_gracefully(
         await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
         if not task.done():
             abandoned = await _with_grace(task, grace_s)
-        task.result()  # the loop's own failure, if any
+        if not abandoned:
+            task.result()  # the loop's own failure, if any (an abandoned loop was cancelled)
     except asyncio.CancelledError:
         stop()
         await _with_grace(task, grace_s)

@@ -247,3 +247,55 @@ async def test_a_fatal_problem_exits_2_with_what_to_do(
     stderr = done.stderr.decode()
     assert says in stderr
     assert "s3cret" not in stderr + done.stdout.decode()
+
+
+async def test_sigterm_with_a_batch_blocked_past_the_grace_period_exits_3_cleanly(
+    kafka_server: Service, db_url: str, tmp_path: Path
+) -> None:
+    stream = sample.generate(200, env=_env_name(), seed=14)
+    await produce(kafka_server.url, stream.records)
+    grace_s = 3
+    env = sink_env(
+        db_url,
+        kafka_server.url,
+        "blocked",
+        OMNISINK_TOPICS=",".join(stream.topics),
+        OMNISINK_SHUTDOWN_GRACE_S=str(grace_s),
+    )
+    log = tmp_path / "daemon.log"
+    holder = await asyncpg.connect(db_url)
+    try:
+        # A DBA's lock: the batch's INSERT into event_logs waits behind it.
+        tx = holder.transaction()
+        await tx.start()
+        await holder.execute("LOCK TABLE event_logs IN ACCESS EXCLUSIVE MODE")
+        proc = _spawn(env, log)
+        deadline = time.monotonic() + 120
+        # Polled from a connection of its own: pg_stat_activity is a snapshot per transaction.
+        while not await _waiting_on_a_lock(db_url):
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the batch never reached the lock"
+            await asyncio.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        code = await _wait_exit(proc, grace_s + 20)
+        await tx.rollback()
+    finally:
+        await holder.close()
+    text = log.read_text()
+    assert code == 3, text[-3000:]
+    assert "the shutdown grace period expired" in text
+    assert "Traceback" not in text, text[-3000:]
+    assert await _count(db_url) == 0, "the abandoned batch must have rolled back"
+
+
+async def _waiting_on_a_lock(db_url: str) -> bool:
+    conn = await asyncpg.connect(db_url)
+    try:
+        return bool(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'omnisink' "
+                "AND datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        )
+    finally:
+        await conn.close()
