@@ -1,4 +1,4 @@
-"""The sink's ordering bookkeeping of bridge_states in typed columns of its own.
+"""bridge_states ordering bookkeeping in typed columns; one lookup of a stamp's intelligence.
 
 bridge_states has one ordering pair (state's, step 012), but every value column the reducer's
 events fill (namespace, state_data, the aggregation figures, ...) moves on its own: it comes
@@ -11,6 +11,15 @@ by ``omnisink.newer`` like every other pair. The values move over and the key go
 is not one the sink wrote (another writer's) moves as NULL: no event has moved that column yet,
 so the next event carrying it does. The downgrade writes the key back from the columns, on
 the rows where some column has a pair (a row whose key was empty gets none back).
+
+``omnisink.newest_intelligence(file_hash, not_data)`` is the newest INTELLIGENCE_RECEIVED of a
+file hash in event_logs and its intelligence data: the payload's ``intelligence_data``, else its
+``intelligence`` (JSON null counts as absent), else the payload minus the keys ``not_data``
+(the sink passes handlers.fields.INTELLIGENCE_NOT_DATA, the keys the workflow handler drops
+too). The stamps handler asks it both when it creates a stamp and when an intelligence event
+arrives for a stamp that exists, so the two paths read one definition. ``LANGUAGE sql STABLE``,
+one ``SELECT``, not strict: the planner inlines it into the caller's ``LATERAL`` join, and the
+GIN index on ``event_logs.payload`` serves the containment as it did written in place.
 
 All new columns are nullable, so rows written by the seed's own applications stay valid.
 
@@ -71,8 +80,42 @@ def upgrade() -> None:
         f"WHERE metadata ? '{KEY}'"
     )
 
+    op.execute(
+        """
+        CREATE FUNCTION omnisink.newest_intelligence(file_hash TEXT, not_data TEXT[])
+        RETURNS TABLE (data JSONB, event_at TIMESTAMP WITH TIME ZONE, event_id UUID)
+        LANGUAGE sql STABLE PARALLEL SAFE
+        AS $$
+            SELECT CASE
+                       WHEN COALESCE(jsonb_typeof(i.payload -> 'intelligence_data'), 'null')
+                            <> 'null'
+                       THEN i.payload -> 'intelligence_data'
+                       WHEN COALESCE(jsonb_typeof(i.payload -> 'intelligence'), 'null') <> 'null'
+                       THEN i.payload -> 'intelligence'
+                       ELSE i.payload - not_data
+                   END,
+                   i.created_at, i.id
+            FROM (
+                SELECT e.payload, e.created_at, e.id
+                FROM public.event_logs AS e
+                WHERE e.event_type = 'INTELLIGENCE_RECEIVED'
+                  AND e.payload @> jsonb_build_object('file_hash', newest_intelligence.file_hash)
+                ORDER BY e.created_at DESC, e.id DESC
+                LIMIT 1
+            ) AS i
+        $$
+        """
+    )
+    op.execute(
+        "COMMENT ON FUNCTION omnisink.newest_intelligence(TEXT, TEXT[]) IS "
+        "'the newest INTELLIGENCE_RECEIVED of a file hash in event_logs, and its intelligence "
+        "data as the sink reads it: what a stamp of that hash holds'"
+    )
+
 
 def downgrade() -> None:
+    op.execute("DROP FUNCTION omnisink.newest_intelligence(TEXT, TEXT[])")
+
     entries = ", ".join(
         f"'{name}', to_char({name}_event_at AT TIME ZONE 'UTC', '{TEXT_FORMAT}') "
         f"|| '|' || {name}_event_id"
