@@ -2,7 +2,7 @@
 
 Events: AGGREGATION_STARTED / _COMPLETED / _FAILED, BATCH_PROCESSED, STATE_PERSISTED,
 FSM_STATE_INITIALIZED, FSM_STATE_TRANSITIONED (contract section 3, seed 000 table 4,
-migrations 004, 010 and 012).
+migrations 004, 010, 012 and 019).
 
 The row:
 
@@ -25,10 +25,10 @@ The row:
   window_start, window_end, aggregation_duration_ms, items_per_second, version,
   configuration. An event that does not carry a value leaves it alone, and an older event
   that carries one fills it in if no newer event set it, so the row is the same in every
-  arrival order. The table has one ordering pair (state's), so the pair that last set each
-  of these columns is kept in ``metadata.field_events`` (``{column: "<UTC time>|<event id>"}``,
-  fixed-width text that sorts like (event_timestamp, event_id); compared with ``COLLATE "C"``).
-  Columns no event has set keep their defaults (0, '{}', 'namespace_grouping', 1, NULL).
+  arrival order. Each of these columns has an ordering pair of its own, ``<column>_event_at`` /
+  ``<column>_event_id`` (migration 019), holding the event that last set it and compared by
+  ``omnisink.newer`` like state's; NULL until an event carries the column. Columns no event has
+  set keep their defaults (0, '{}', 'namespace_grouping', 1, NULL).
 - **state_data** is the payload's ``state_data`` object when given, else the payload's other
   facts (what is left after the key, the state and the columns above are taken out: error,
   from_state / to_state, batch sizes, ...), carried only when that is not empty.
@@ -48,7 +48,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any, Final
 from uuid import UUID, uuid5
@@ -59,6 +59,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from handlers import fields
 from handlers.base import Event, Item, Reject, as_uuid, jsonb
 from handlers.envelope import FOREIGN_ID_NAMESPACE, EventType
+from handlers.sql import Unnest
 
 # Column limits (migrations 004, 010, 012).
 NODE_TYPE_MAX_CHARS: Final = 50
@@ -72,7 +73,6 @@ CENTS: Final = Decimal("0.01")
 DEFAULT_NODE_TYPE: Final = "REDUCER"
 PLACEHOLDER_STATE: Final = "UNKNOWN"
 INITIAL_STATE: Final = "IDLE"
-FIELD_EVENTS_KEY: Final = "field_events"
 ORIGINAL_ID_KEY: Final = "original_correlation_id"
 
 _STATE_OF: Final[Mapping[str, str]] = {
@@ -220,50 +220,29 @@ def _fields_of(model: _BridgePayload, payload: dict[str, Any]) -> dict[str, Any]
     return {name: value for name, value in values.items() if value is not None}
 
 
-def order_text(event: Event) -> str:
-    """(event_timestamp, event_id) as fixed-width text that sorts the same way."""
-    naive_utc = event.at.astimezone(UTC).replace(tzinfo=None)
-    return f"{naive_utc.isoformat(timespec='microseconds')}|{event.event_id}"
-
-
 # --- SQL ---------------------------------------------------------------------------------------
 
-_NIL = "'00000000-0000-0000-0000-000000000000'::uuid"
-
-
-def _pair(row: str) -> str:
-    return (
-        f"(COALESCE({row}.state_event_at, '-infinity'::timestamptz), "
-        f"COALESCE({row}.state_event_id, {_NIL}))"
-    )
-
-
-# A NULL pair (placeholder, or no state in this input) sorts below every real event.
-_STATE_MOVES = f"{_pair('excluded')} > {_pair('t')}"
-
-
-def _field_moves(name: str) -> str:
-    # NULL (the input does not carry it) is not greater than anything: the column stays.
-    return (
-        f"(excluded.metadata -> '{FIELD_EVENTS_KEY}' ->> '{name}') COLLATE \"C\" > "
-        f"COALESCE(t.metadata -> '{FIELD_EVENTS_KEY}' ->> '{name}', '') COLLATE \"C\""
-    )
-
-
-_FIELD_SETS = ",\n    ".join(
-    f"{name} = CASE WHEN {_field_moves(name)} THEN excluded.{name} ELSE t.{name} END"
-    for name in FIELDS
-)
-
-_UPSERT = f"""
+# m says, once per conflicting row, which columns the input moves: a column moves when the input
+# has an event that carries it (its pair is not NULL) newer than the stored pair (omnisink.newer:
+# a NULL stored pair, a placeholder's state or a column no event set yet, is moved by any event).
+# A value column the input does not carry keeps its value and its pair.
+_UPSERT = Unnest(
+    """
 INSERT INTO bridge_states AS t (
     id, node_type, correlation_id, state, state_event_at, state_event_id, state_data, namespace,
     total_size_bytes, unique_file_types, unique_workflows, aggregation_type, window_start,
     window_end, aggregation_duration_ms, items_per_second, version, configuration, metadata,
-    created_at, updated_at
+    created_at, updated_at, state_data_event_at, state_data_event_id, namespace_event_at,
+    namespace_event_id, total_size_bytes_event_at, total_size_bytes_event_id,
+    unique_file_types_event_at, unique_file_types_event_id, unique_workflows_event_at,
+    unique_workflows_event_id, aggregation_type_event_at, aggregation_type_event_id,
+    window_start_event_at, window_start_event_id, window_end_event_at, window_end_event_id,
+    aggregation_duration_ms_event_at, aggregation_duration_ms_event_id, items_per_second_event_at,
+    items_per_second_event_id, version_event_at, version_event_id, configuration_event_at,
+    configuration_event_id
 )
 SELECT v.id, v.node_type, v.correlation_id, v.state, v.state_event_at, v.state_event_id,
-       COALESCE(v.state_data::jsonb, '{{}}'::jsonb),
+       COALESCE(v.state_data::jsonb, '{}'::jsonb),
        v.namespace,
        COALESCE(v.total_size_bytes, 0),
        ARRAY(SELECT e.x FROM jsonb_array_elements_text(v.unique_file_types::jsonb)
@@ -273,40 +252,170 @@ SELECT v.id, v.node_type, v.correlation_id, v.state, v.state_event_at, v.state_e
        COALESCE(v.aggregation_type, 'namespace_grouping'),
        v.window_start, v.window_end, v.aggregation_duration_ms, v.items_per_second,
        COALESCE(v.version, 1),
-       COALESCE(v.configuration::jsonb, '{{}}'::jsonb),
-       v.metadata::jsonb, v.created_at, v.updated_at
+       COALESCE(v.configuration::jsonb, '{}'::jsonb),
+       v.metadata::jsonb, v.created_at, v.updated_at,
+       v.state_data_event_at, v.state_data_event_id, v.namespace_event_at, v.namespace_event_id,
+       v.total_size_bytes_event_at, v.total_size_bytes_event_id, v.unique_file_types_event_at,
+       v.unique_file_types_event_id, v.unique_workflows_event_at, v.unique_workflows_event_id,
+       v.aggregation_type_event_at, v.aggregation_type_event_id, v.window_start_event_at,
+       v.window_start_event_id, v.window_end_event_at, v.window_end_event_id,
+       v.aggregation_duration_ms_event_at, v.aggregation_duration_ms_event_id,
+       v.items_per_second_event_at, v.items_per_second_event_id, v.version_event_at,
+       v.version_event_id, v.configuration_event_at, v.configuration_event_id
 FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::timestamptz[], $6::uuid[],
             $7::text[], $8::text[], $9::int8[], $10::text[], $11::text[], $12::text[],
             $13::timestamptz[], $14::timestamptz[], $15::int4[], $16::numeric[], $17::int4[],
-            $18::text[], $19::text[], $20::timestamptz[], $21::timestamptz[])
+            $18::text[], $19::text[], $20::timestamptz[], $21::timestamptz[], $22::timestamptz[],
+            $23::uuid[], $24::timestamptz[], $25::uuid[], $26::timestamptz[], $27::uuid[],
+            $28::timestamptz[], $29::uuid[], $30::timestamptz[], $31::uuid[], $32::timestamptz[],
+            $33::uuid[], $34::timestamptz[], $35::uuid[], $36::timestamptz[], $37::uuid[],
+            $38::timestamptz[], $39::uuid[], $40::timestamptz[], $41::uuid[], $42::timestamptz[],
+            $43::uuid[], $44::timestamptz[], $45::uuid[])
     AS v(id, node_type, correlation_id, state, state_event_at, state_event_id, state_data,
          namespace, total_size_bytes, unique_file_types, unique_workflows, aggregation_type,
          window_start, window_end, aggregation_duration_ms, items_per_second, version,
-         configuration, metadata, created_at, updated_at)
+         configuration, metadata, created_at, updated_at, state_data_event_at, state_data_event_id,
+         namespace_event_at, namespace_event_id, total_size_bytes_event_at,
+         total_size_bytes_event_id, unique_file_types_event_at, unique_file_types_event_id,
+         unique_workflows_event_at, unique_workflows_event_id, aggregation_type_event_at,
+         aggregation_type_event_id, window_start_event_at, window_start_event_id,
+         window_end_event_at, window_end_event_id, aggregation_duration_ms_event_at,
+         aggregation_duration_ms_event_id, items_per_second_event_at, items_per_second_event_id,
+         version_event_at, version_event_id, configuration_event_at, configuration_event_id)
 ON CONFLICT (node_type, correlation_id) DO UPDATE SET
-    state = CASE WHEN {_STATE_MOVES} THEN excluded.state ELSE t.state END,
-    state_event_at = CASE WHEN {_STATE_MOVES} THEN excluded.state_event_at
-                          ELSE t.state_event_at END,
-    state_event_id = CASE WHEN {_STATE_MOVES} THEN excluded.state_event_id
-                          ELSE t.state_event_id END,
-    {_FIELD_SETS},
-    metadata = (t.metadata || excluded.metadata) - '{FIELD_EVENTS_KEY}'
-        || jsonb_build_object('{FIELD_EVENTS_KEY}', (
-            SELECT COALESCE(jsonb_object_agg(m.name, m.newest), '{{}}'::jsonb)
-            FROM (
-                SELECT u.name, max(u.event COLLATE "C") AS newest
-                FROM (
-                    SELECT key, value FROM jsonb_each_text(t.metadata -> '{FIELD_EVENTS_KEY}')
-                    UNION ALL
-                    SELECT key, value
-                    FROM jsonb_each_text(excluded.metadata -> '{FIELD_EVENTS_KEY}')
-                ) AS u(name, event)
-                GROUP BY u.name
-            ) AS m
-        )),
+    (
+        state, state_event_at, state_event_id, state_data, state_data_event_at, state_data_event_id,
+        namespace, namespace_event_at, namespace_event_id, total_size_bytes,
+        total_size_bytes_event_at, total_size_bytes_event_id, unique_file_types,
+        unique_file_types_event_at, unique_file_types_event_id, unique_workflows,
+        unique_workflows_event_at, unique_workflows_event_id, aggregation_type,
+        aggregation_type_event_at, aggregation_type_event_id, window_start, window_start_event_at,
+        window_start_event_id, window_end, window_end_event_at, window_end_event_id,
+        aggregation_duration_ms, aggregation_duration_ms_event_at, aggregation_duration_ms_event_id,
+        items_per_second, items_per_second_event_at, items_per_second_event_id, version,
+        version_event_at, version_event_id, configuration, configuration_event_at,
+        configuration_event_id
+    ) = (
+        SELECT CASE WHEN m.state THEN excluded.state ELSE t.state END,
+               CASE WHEN m.state THEN excluded.state_event_at ELSE t.state_event_at END,
+               CASE WHEN m.state THEN excluded.state_event_id ELSE t.state_event_id END,
+               CASE WHEN m.state_data THEN excluded.state_data ELSE t.state_data END,
+               CASE WHEN m.state_data THEN excluded.state_data_event_at
+                    ELSE t.state_data_event_at END,
+               CASE WHEN m.state_data THEN excluded.state_data_event_id
+                    ELSE t.state_data_event_id END,
+               CASE WHEN m.namespace THEN excluded.namespace ELSE t.namespace END,
+               CASE WHEN m.namespace THEN excluded.namespace_event_at ELSE t.namespace_event_at END,
+               CASE WHEN m.namespace THEN excluded.namespace_event_id ELSE t.namespace_event_id END,
+               CASE WHEN m.total_size_bytes THEN excluded.total_size_bytes
+                    ELSE t.total_size_bytes END,
+               CASE WHEN m.total_size_bytes THEN excluded.total_size_bytes_event_at
+                    ELSE t.total_size_bytes_event_at END,
+               CASE WHEN m.total_size_bytes THEN excluded.total_size_bytes_event_id
+                    ELSE t.total_size_bytes_event_id END,
+               CASE WHEN m.unique_file_types THEN excluded.unique_file_types
+                    ELSE t.unique_file_types END,
+               CASE WHEN m.unique_file_types THEN excluded.unique_file_types_event_at
+                    ELSE t.unique_file_types_event_at END,
+               CASE WHEN m.unique_file_types THEN excluded.unique_file_types_event_id
+                    ELSE t.unique_file_types_event_id END,
+               CASE WHEN m.unique_workflows THEN excluded.unique_workflows
+                    ELSE t.unique_workflows END,
+               CASE WHEN m.unique_workflows THEN excluded.unique_workflows_event_at
+                    ELSE t.unique_workflows_event_at END,
+               CASE WHEN m.unique_workflows THEN excluded.unique_workflows_event_id
+                    ELSE t.unique_workflows_event_id END,
+               CASE WHEN m.aggregation_type THEN excluded.aggregation_type
+                    ELSE t.aggregation_type END,
+               CASE WHEN m.aggregation_type THEN excluded.aggregation_type_event_at
+                    ELSE t.aggregation_type_event_at END,
+               CASE WHEN m.aggregation_type THEN excluded.aggregation_type_event_id
+                    ELSE t.aggregation_type_event_id END,
+               CASE WHEN m.window_start THEN excluded.window_start ELSE t.window_start END,
+               CASE WHEN m.window_start THEN excluded.window_start_event_at
+                    ELSE t.window_start_event_at END,
+               CASE WHEN m.window_start THEN excluded.window_start_event_id
+                    ELSE t.window_start_event_id END,
+               CASE WHEN m.window_end THEN excluded.window_end ELSE t.window_end END,
+               CASE WHEN m.window_end THEN excluded.window_end_event_at
+                    ELSE t.window_end_event_at END,
+               CASE WHEN m.window_end THEN excluded.window_end_event_id
+                    ELSE t.window_end_event_id END,
+               CASE WHEN m.aggregation_duration_ms THEN excluded.aggregation_duration_ms
+                    ELSE t.aggregation_duration_ms END,
+               CASE WHEN m.aggregation_duration_ms THEN excluded.aggregation_duration_ms_event_at
+                    ELSE t.aggregation_duration_ms_event_at END,
+               CASE WHEN m.aggregation_duration_ms THEN excluded.aggregation_duration_ms_event_id
+                    ELSE t.aggregation_duration_ms_event_id END,
+               CASE WHEN m.items_per_second THEN excluded.items_per_second
+                    ELSE t.items_per_second END,
+               CASE WHEN m.items_per_second THEN excluded.items_per_second_event_at
+                    ELSE t.items_per_second_event_at END,
+               CASE WHEN m.items_per_second THEN excluded.items_per_second_event_id
+                    ELSE t.items_per_second_event_id END,
+               CASE WHEN m.version THEN excluded.version ELSE t.version END,
+               CASE WHEN m.version THEN excluded.version_event_at ELSE t.version_event_at END,
+               CASE WHEN m.version THEN excluded.version_event_id ELSE t.version_event_id END,
+               CASE WHEN m.configuration THEN excluded.configuration ELSE t.configuration END,
+               CASE WHEN m.configuration THEN excluded.configuration_event_at
+                    ELSE t.configuration_event_at END,
+               CASE WHEN m.configuration THEN excluded.configuration_event_id
+                    ELSE t.configuration_event_id END
+        FROM (
+            SELECT excluded.state_event_at IS NOT NULL AND omnisink.newer(
+                       excluded.state_event_at, excluded.state_event_id,
+                       t.state_event_at, t.state_event_id) AS state,
+                   excluded.state_data_event_at IS NOT NULL AND omnisink.newer(
+                       excluded.state_data_event_at, excluded.state_data_event_id,
+                       t.state_data_event_at, t.state_data_event_id) AS state_data,
+                   excluded.namespace_event_at IS NOT NULL AND omnisink.newer(
+                       excluded.namespace_event_at, excluded.namespace_event_id,
+                       t.namespace_event_at, t.namespace_event_id) AS namespace,
+                   excluded.total_size_bytes_event_at IS NOT NULL AND omnisink.newer(
+                       excluded.total_size_bytes_event_at, excluded.total_size_bytes_event_id,
+                       t.total_size_bytes_event_at, t.total_size_bytes_event_id
+                   ) AS total_size_bytes,
+                   excluded.unique_file_types_event_at IS NOT NULL AND omnisink.newer(
+                       excluded.unique_file_types_event_at, excluded.unique_file_types_event_id,
+                       t.unique_file_types_event_at, t.unique_file_types_event_id
+                   ) AS unique_file_types,
+                   excluded.unique_workflows_event_at IS NOT NULL AND omnisink.newer(
+                       excluded.unique_workflows_event_at, excluded.unique_workflows_event_id,
+                       t.unique_workflows_event_at, t.unique_workflows_event_id
+                   ) AS unique_workflows,
+                   excluded.aggregation_type_event_at IS NOT NULL AND omnisink.newer(
+                       excluded.aggregation_type_event_at, excluded.aggregation_type_event_id,
+                       t.aggregation_type_event_at, t.aggregation_type_event_id
+                   ) AS aggregation_type,
+                   excluded.window_start_event_at IS NOT NULL AND omnisink.newer(
+                       excluded.window_start_event_at, excluded.window_start_event_id,
+                       t.window_start_event_at, t.window_start_event_id) AS window_start,
+                   excluded.window_end_event_at IS NOT NULL AND omnisink.newer(
+                       excluded.window_end_event_at, excluded.window_end_event_id,
+                       t.window_end_event_at, t.window_end_event_id) AS window_end,
+                   excluded.aggregation_duration_ms_event_at IS NOT NULL AND omnisink.newer(
+                       excluded.aggregation_duration_ms_event_at,
+                       excluded.aggregation_duration_ms_event_id,
+                       t.aggregation_duration_ms_event_at, t.aggregation_duration_ms_event_id
+                   ) AS aggregation_duration_ms,
+                   excluded.items_per_second_event_at IS NOT NULL AND omnisink.newer(
+                       excluded.items_per_second_event_at, excluded.items_per_second_event_id,
+                       t.items_per_second_event_at, t.items_per_second_event_id
+                   ) AS items_per_second,
+                   excluded.version_event_at IS NOT NULL AND omnisink.newer(
+                       excluded.version_event_at, excluded.version_event_id,
+                       t.version_event_at, t.version_event_id) AS version,
+                   excluded.configuration_event_at IS NOT NULL AND omnisink.newer(
+                       excluded.configuration_event_at, excluded.configuration_event_id,
+                       t.configuration_event_at, t.configuration_event_id) AS configuration
+        ) AS m
+    ),
+    metadata = t.metadata || excluded.metadata,
     created_at = LEAST(t.created_at, excluded.created_at),
     updated_at = GREATEST(t.updated_at, excluded.updated_at)
-"""
+""",
+    name="bridge_states.upsert",
+)
 
 
 # --- the batch reduced to one input row per bridge state ---------------------------------------
@@ -318,8 +427,8 @@ class _BridgeInput:
     created_at: datetime
     updated_at: datetime
     state: tuple[tuple[datetime, UUID], str] | None = None
-    # Per column: (order key, order text, value) of the newest event of the batch carrying it.
-    fields: dict[str, tuple[tuple[datetime, UUID], str, Any]] = field(default_factory=dict)
+    # Per column: (order key, value) of the newest event of the batch carrying it.
+    fields: dict[str, tuple[tuple[datetime, UUID], Any]] = field(default_factory=dict)
 
     def add(self, item: Item[BridgeFacts]) -> None:
         event, facts = item.event, item.payload
@@ -328,32 +437,36 @@ class _BridgeInput:
         self.updated_at = max(self.updated_at, event.at)
         if facts.state is not None and (self.state is None or key > self.state[0]):
             self.state = (key, facts.state)
-        text = order_text(event)
         for name, value in facts.fields.items():
             held = self.fields.get(name)
             if held is None or key > held[0]:
-                self.fields[name] = (key, text, value)
+                self.fields[name] = (key, value)
 
-    def row(self) -> tuple[Any, ...]:
+    def row(self) -> dict[str, Any]:
+        """The upsert's ``v(...)`` row: each column of FIELDS with the pair of the event that
+        gave it, or NULLs when no event of the batch carries it."""
         facts = self.facts
-        metadata: dict[str, Any] = {
-            FIELD_EVENTS_KEY: {name: text for name, (_, text, _) in self.fields.items()}
-        }
+        metadata: dict[str, Any] = {}
         if facts.original_correlation_id is not None:
             metadata[ORIGINAL_ID_KEY] = facts.original_correlation_id
         state_at, state_id = self.state[0] if self.state is not None else (None, None)
-        return (
-            bridge_row_id(facts.node_type, facts.correlation_id),
-            facts.node_type,
-            facts.correlation_id,
-            self.state[1] if self.state is not None else PLACEHOLDER_STATE,
-            state_at,
-            state_id,
-            *(self.fields[name][2] if name in self.fields else None for name in FIELDS),
-            jsonb(metadata),
-            self.created_at,
-            self.updated_at,
-        )
+        row: dict[str, Any] = {
+            "id": bridge_row_id(facts.node_type, facts.correlation_id),
+            "node_type": facts.node_type,
+            "correlation_id": facts.correlation_id,
+            "state": self.state[1] if self.state is not None else PLACEHOLDER_STATE,
+            "state_event_at": state_at,
+            "state_event_id": state_id,
+            "metadata": jsonb(metadata),
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+        for name in FIELDS:
+            (at, event_id), value = self.fields.get(name, ((None, None), None))
+            row[name] = value
+            row[f"{name}_event_at"] = at
+            row[f"{name}_event_id"] = event_id
+        return row
 
 
 # --- handler -----------------------------------------------------------------------------------
@@ -397,7 +510,7 @@ class BridgeStatesHandler:
         if not inputs:
             return
         rows = [inputs[key].row() for key in sorted(inputs)]  # sorted: a stable lock order
-        await conn.execute(_UPSERT, *(list(column) for column in zip(*rows, strict=True)))
+        await conn.execute(_UPSERT.sql, *_UPSERT.args(rows))
 
 
 BRIDGE_STATES = BridgeStatesHandler()

@@ -17,6 +17,7 @@ import orjson
 
 from handlers.base import Event
 from handlers.contract import ENVELOPE_EXTRA_KEY, KAFKA_METADATA_KEYS
+from handlers.sql import Unnest
 
 # Envelope fields copied into metadata (contract: "the envelope's metadata plus its source
 # fields and the Kafka topic/partition/offset").
@@ -38,7 +39,8 @@ _ENVELOPE_FIELDS = (
 # identity: a replay from another offset keeps the first row (ON CONFLICT DO NOTHING), so
 # comparisons across runs ignore those keys.
 
-_INSERT = """
+_INSERT = Unnest(
+    """
 INSERT INTO event_logs (id, event_type, correlation_id, session_id, payload, metadata, created_at)
 SELECT id, event_type, correlation_id, session_id, payload::jsonb, metadata::jsonb, created_at
 FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
@@ -46,7 +48,9 @@ FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::text
     AS e(id, event_type, correlation_id, session_id, payload, metadata, created_at)
 ON CONFLICT (id) DO NOTHING
 RETURNING id
-"""
+""",
+    name="event_logs.insert",
+)
 
 
 def metadata_of(event: Event) -> dict[str, Any]:
@@ -73,13 +77,20 @@ async def insert(conn: asyncpg.Connection, events: Sequence[Event]) -> set[UUID]
     if not events:
         return set()
     rows = await conn.fetch(
-        _INSERT,
-        [e.event_id for e in events],
-        [e.event_type for e in events],
-        [e.envelope.correlation_id for e in events],
-        [e.envelope.session_id for e in events],
-        [orjson.dumps(e.payload).decode() for e in events],
-        [orjson.dumps(metadata_of(e)).decode() for e in events],
-        [e.at for e in events],
+        _INSERT.sql,
+        *_INSERT.args(
+            [
+                {
+                    "id": e.event_id,
+                    "event_type": e.event_type,
+                    "correlation_id": e.envelope.correlation_id,
+                    "session_id": e.envelope.session_id,
+                    "payload": orjson.dumps(e.payload).decode(),
+                    "metadata": orjson.dumps(metadata_of(e)).decode(),
+                    "created_at": e.at,
+                }
+                for e in events
+            ]
+        ),
     )
     return {row["id"] for row in rows}

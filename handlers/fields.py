@@ -40,8 +40,8 @@ SCHEMA_MESSAGE_MAX_ERRORS: Final = 5
 
 # Keys of an INTELLIGENCE_RECEIVED payload that are not its intelligence data when it has no
 # ``intelligence_data`` / ``intelligence`` key: its ids (handlers/workflows.py reads the payload
-# in Python, handlers/stamps.py in SQL; both use this tuple, so a workflow and its stamp show
-# the same data).
+# in Python, handlers/stamps.py in SQL, passing this tuple to omnisink.newest_intelligence; both
+# use this tuple, so a workflow and its stamp show the same data).
 INTELLIGENCE_NOT_DATA: Final = (
     "workflow_id",
     "namespace",

@@ -51,6 +51,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Str
 from handlers import fields
 from handlers.base import Event, Item, Reject, as_uuid, jsonb
 from handlers.envelope import FOREIGN_ID_NAMESPACE, EventType
+from handlers.sql import Unnest
 
 # Column sizes of node_registrations (migration 005).
 NODE_TYPE_MAX_CHARS: Final = 50
@@ -186,30 +187,14 @@ def _facts(payload: dict[str, Any], stored: frozenset[str], node: NodeRef) -> di
 
 # --- SQL ---------------------------------------------------------------------------------------
 
-# A NULL ordering pair sorts below every real event (placeholder, or "this input row has no
-# event of that aspect"), so one strict comparison says whether an aspect moves.
-_NIL = "'00000000-0000-0000-0000-000000000000'::uuid"
-
-
-def _pair(row: str, aspect: str) -> str:
-    return (
-        f"(COALESCE({row}.{aspect}_event_at, '-infinity'::timestamptz), "
-        f"COALESCE({row}.{aspect}_event_id, {_NIL}))"
-    )
-
-
-_STATE_MOVES = f"{_pair('excluded', 'state')} > {_pair('t', 'state')}"
-_HEARTBEAT_MOVES = f"{_pair('excluded', 'heartbeat')} > {_pair('t', 'heartbeat')}"
-# health_status belongs to the newest event of either aspect: it moves when the input's newest
-# event of some aspect is newer than both stored pairs.
-_HEALTH_MOVES = (
-    f"(({_pair('excluded', 'state')} > {_pair('t', 'state')} "
-    f"AND {_pair('excluded', 'state')} > {_pair('t', 'heartbeat')}) "
-    f"OR ({_pair('excluded', 'heartbeat')} > {_pair('t', 'state')} "
-    f"AND {_pair('excluded', 'heartbeat')} > {_pair('t', 'heartbeat')}))"
-)
-
-_UPSERT = f"""
+# m says, once per conflicting row, which aspects the input moves: an aspect moves when the input
+# has an event of it (its pair is not NULL) newer than the stored pair (omnisink.newer: a NULL
+# stored pair, a placeholder, is moved by any event). health_status belongs to the newest event
+# of either aspect: it moves when the input's newest event of an aspect that moves is also
+# newer than the other aspect's stored pair. 'last_heartbeat' is HEARTBEAT_KEY. The WHERE skips
+# rows nothing moves (the same two rules once more: a WHERE cannot see m).
+_UPSERT = Unnest(
+    """
 INSERT INTO node_registrations AS t (
     id, node_id, node_type, node_version, endpoint_url, health_status, last_heartbeat,
     registered_at, metadata, state_event_at, state_event_id, heartbeat_event_at,
@@ -225,35 +210,56 @@ FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text
          registered_at, metadata, state_event_at, state_event_id, heartbeat_event_at,
          heartbeat_event_id)
 ON CONFLICT (node_id) DO UPDATE SET
-    node_type = CASE
-        WHEN {_STATE_MOVES} THEN excluded.node_type
-        -- still a placeholder: the newest heartbeat's node_type
-        WHEN t.state_event_at IS NULL AND {_HEARTBEAT_MOVES} THEN excluded.node_type
-        ELSE t.node_type END,
-    node_version = CASE WHEN {_STATE_MOVES} THEN excluded.node_version ELSE t.node_version END,
-    endpoint_url = CASE WHEN {_STATE_MOVES} THEN excluded.endpoint_url ELSE t.endpoint_url END,
-    health_status = CASE WHEN {_HEALTH_MOVES} THEN excluded.health_status
-                         ELSE t.health_status END,
+    (node_type, node_version, endpoint_url, health_status, metadata, state_event_at,
+     state_event_id, heartbeat_event_at, heartbeat_event_id) = (
+        SELECT CASE WHEN m.state THEN excluded.node_type
+                    -- still a placeholder: the newest heartbeat's node_type
+                    WHEN t.state_event_at IS NULL AND m.heartbeat THEN excluded.node_type
+                    ELSE t.node_type END,
+               CASE WHEN m.state THEN excluded.node_version ELSE t.node_version END,
+               CASE WHEN m.state THEN excluded.endpoint_url ELSE t.endpoint_url END,
+               CASE WHEN (m.state AND omnisink.newer(excluded.state_event_at,
+                              excluded.state_event_id, t.heartbeat_event_at,
+                              t.heartbeat_event_id))
+                      OR (m.heartbeat AND omnisink.newer(excluded.heartbeat_event_at,
+                              excluded.heartbeat_event_id, t.state_event_at, t.state_event_id))
+                    THEN excluded.health_status ELSE t.health_status END,
+               (CASE WHEN m.state THEN excluded.metadata ELSE t.metadata END - 'last_heartbeat')
+               || CASE WHEN m.heartbeat
+                       THEN jsonb_build_object('last_heartbeat',
+                                               excluded.metadata -> 'last_heartbeat')
+                       WHEN t.metadata ? 'last_heartbeat'
+                       THEN jsonb_build_object('last_heartbeat', t.metadata -> 'last_heartbeat')
+                       ELSE '{}'::jsonb END,
+               CASE WHEN m.state THEN excluded.state_event_at ELSE t.state_event_at END,
+               CASE WHEN m.state THEN excluded.state_event_id ELSE t.state_event_id END,
+               CASE WHEN m.heartbeat THEN excluded.heartbeat_event_at
+                    ELSE t.heartbeat_event_at END,
+               CASE WHEN m.heartbeat THEN excluded.heartbeat_event_id
+                    ELSE t.heartbeat_event_id END
+        FROM (
+            SELECT excluded.state_event_at IS NOT NULL
+                       AND omnisink.newer(excluded.state_event_at, excluded.state_event_id,
+                                          t.state_event_at, t.state_event_id) AS state,
+                   excluded.heartbeat_event_at IS NOT NULL
+                       AND omnisink.newer(excluded.heartbeat_event_at,
+                                          excluded.heartbeat_event_id,
+                                          t.heartbeat_event_at, t.heartbeat_event_id)
+                       AS heartbeat
+        ) AS m
+    ),
     last_heartbeat = GREATEST(t.last_heartbeat, excluded.last_heartbeat),
-    registered_at = LEAST(t.registered_at, excluded.registered_at),
-    metadata = (CASE WHEN {_STATE_MOVES} THEN excluded.metadata ELSE t.metadata END
-                - '{HEARTBEAT_KEY}')
-        || CASE WHEN {_HEARTBEAT_MOVES}
-                THEN jsonb_build_object('{HEARTBEAT_KEY}', excluded.metadata -> '{HEARTBEAT_KEY}')
-                WHEN t.metadata ? '{HEARTBEAT_KEY}'
-                THEN jsonb_build_object('{HEARTBEAT_KEY}', t.metadata -> '{HEARTBEAT_KEY}')
-                ELSE '{{}}'::jsonb END,
-    state_event_at = CASE WHEN {_STATE_MOVES} THEN excluded.state_event_at
-                          ELSE t.state_event_at END,
-    state_event_id = CASE WHEN {_STATE_MOVES} THEN excluded.state_event_id
-                          ELSE t.state_event_id END,
-    heartbeat_event_at = CASE WHEN {_HEARTBEAT_MOVES} THEN excluded.heartbeat_event_at
-                              ELSE t.heartbeat_event_at END,
-    heartbeat_event_id = CASE WHEN {_HEARTBEAT_MOVES} THEN excluded.heartbeat_event_id
-                              ELSE t.heartbeat_event_id END
-WHERE {_STATE_MOVES} OR {_HEARTBEAT_MOVES}
+    registered_at = LEAST(t.registered_at, excluded.registered_at)
+WHERE (excluded.state_event_at IS NOT NULL
+       AND omnisink.newer(excluded.state_event_at, excluded.state_event_id,
+                          t.state_event_at, t.state_event_id))
+   OR (excluded.heartbeat_event_at IS NOT NULL
+       AND omnisink.newer(excluded.heartbeat_event_at, excluded.heartbeat_event_id,
+                          t.heartbeat_event_at, t.heartbeat_event_id))
    OR LEAST(t.registered_at, excluded.registered_at) IS DISTINCT FROM t.registered_at
-"""
+""",
+    name="nodes.upsert",
+)
 
 
 # --- the batch reduced to one input row per node -------------------------------------------------
@@ -281,7 +287,7 @@ class _NodeInput:
             if held_h is None or item.event.order_key > held_h.event.order_key:
                 self.heartbeat = Item(item.event, payload)
 
-    def row(self) -> tuple[Any, ...]:
+    def row(self) -> dict[str, Any]:
         intro, beat = self.introspection, self.heartbeat
         # The input's newest event of either type gives health_status (and, without an
         # introspection, node_type).
@@ -295,21 +301,29 @@ class _NodeInput:
             metadata[ORIGINAL_ID_KEY] = self.node.original_id
         if beat is not None:
             metadata[HEARTBEAT_KEY] = beat.payload.facts
-        return (
-            node_row_id(self.node.uuid),
-            self.node.uuid,
-            intro.payload.node_type if intro is not None else node_type,
-            intro.payload.node_version if intro is not None else PLACEHOLDER_VERSION,
-            intro.payload.endpoint_url if intro is not None else PLACEHOLDER_ENDPOINT,
-            health_status,
-            self.last_seen,
-            self.registered_at,
-            jsonb(metadata),
-            intro.event.at if intro is not None else None,
-            intro.event.event_id if intro is not None else None,
-            beat.event.at if beat is not None else None,
-            beat.event.event_id if beat is not None else None,
-        )
+        row: dict[str, Any] = {
+            "id": node_row_id(self.node.uuid),
+            "node_id": self.node.uuid,
+            "node_type": node_type,
+            "node_version": PLACEHOLDER_VERSION,
+            "endpoint_url": PLACEHOLDER_ENDPOINT,
+            "health_status": health_status,
+            "last_heartbeat": self.last_seen,
+            "registered_at": self.registered_at,
+            "metadata": jsonb(metadata),
+            "state_event_at": None,
+            "state_event_id": None,
+            "heartbeat_event_at": None,
+            "heartbeat_event_id": None,
+        }
+        if intro is not None:
+            row["node_type"] = intro.payload.node_type
+            row["node_version"] = intro.payload.node_version
+            row["endpoint_url"] = intro.payload.endpoint_url
+            row["state_event_at"], row["state_event_id"] = intro.event.order_key
+        if beat is not None:
+            row["heartbeat_event_at"], row["heartbeat_event_id"] = beat.event.order_key
+        return row
 
 
 # --- handler -----------------------------------------------------------------------------------
@@ -350,7 +364,7 @@ class NodesHandler:
             node = item.payload.node
             inputs.setdefault(node.uuid, _NodeInput(node)).add(item)
         rows = [inputs[key].row() for key in sorted(inputs)]  # sorted: a stable lock order
-        await conn.execute(_UPSERT, *(list(column) for column in zip(*rows, strict=True)))
+        await conn.execute(_UPSERT.sql, *_UPSERT.args(rows))
 
 
 NODES = NodesHandler()

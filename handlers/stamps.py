@@ -1,14 +1,15 @@
 """metadata_stamps: STAMP_CREATED rows, and the stamp half of INTELLIGENCE_RECEIVED.
 
-What is written (contract section 3, seed 000 table 6, migrations 006 and 012):
+What is written (contract section 3, seed 000 table 6, migrations 006, 012 and 019):
 
 - **STAMP_CREATED** inserts one row per ``stamp_id``: ``id`` is
   ``uuid5(FOREIGN_ID_NAMESPACE, "stamp/" + stamp_id)`` so ids match across runs and replays,
   ``created_at`` is the event time, ``metadata_version`` is ``'0.1'`` unless given.
 - **INTELLIGENCE_RECEIVED** with a ``file_hash`` sets ``intelligence_data`` of the stamp with that
-  hash; newest event wins by ``(intelligence_event_at, intelligence_event_id)``. Without a
-  ``file_hash`` it is a no-op here (its workflow half belongs to the workflow handler). For a
-  hash no stamp has (yet), nothing is written either: see order tolerance below.
+  hash; newest event wins by ``(intelligence_event_at, intelligence_event_id)``
+  (``omnisink.newer``). Without a ``file_hash`` it is a no-op here (its workflow half belongs to
+  the workflow handler). For a hash no stamp has (yet), nothing is written either: see order
+  tolerance below.
 
 Decisions:
 
@@ -25,9 +26,10 @@ Decisions:
 - **Where the intelligence data is**, as the workflow handler reads it (handlers/workflows.py),
   so a workflow and its stamp show the same data: the payload's ``intelligence_data``, else its
   ``intelligence`` (JSON null counts as absent), else the payload minus its ids
-  (``handlers.fields.INTELLIGENCE_NOT_DATA``, the keys the workflow handler drops too). The
-  extraction is SQL (``_INTELLIGENCE_OF``), used by both paths below, so they can never
-  disagree.
+  (``handlers.fields.INTELLIGENCE_NOT_DATA``, the keys the workflow handler drops too, bound as
+  a parameter). The lookup and the extraction are one SQL function,
+  ``omnisink.newest_intelligence`` (migration 019), which both paths below call, so they can
+  never disagree.
 - **Order tolerance.** An INTELLIGENCE_RECEIVED can arrive before its stamp exists, and nothing
   can be written to metadata_stamps then. So whenever a stamp row is created, its
   ``intelligence_data`` is filled in the same INSERT from the newest INTELLIGENCE_RECEIVED with
@@ -48,12 +50,16 @@ Races between consumers (several sink processes, different partitions):
   the other's uncommitted rows, and the intelligence would be lost. Both paths therefore take a
   transaction-scoped advisory lock per file_hash (in sorted order) before reading, so the second
   one always sees the first one's commit.
+- A row that blocks the INSERT and is gone when looked up again, three times over (only a
+  DELETE of stamps can do that; the sink never deletes them): ``Contended``, and the consumer
+  runs the batch again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID, uuid5
 
@@ -61,8 +67,9 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from handlers import fields
-from handlers.base import Event, Item, Reject, Rejected, jsonb
+from handlers.base import Contended, Event, Item, Reject, Rejected, jsonb
 from handlers.envelope import FOREIGN_ID_NAMESPACE, EventType
+from handlers.sql import Sql, Unnest
 
 # Column sizes of metadata_stamps (migration 006).
 STAMP_ID_MAX_CHARS = 100
@@ -75,6 +82,8 @@ _SHOWN_VALUE_MAX_CHARS = 80
 # A concurrent transaction can make a row both block our INSERT and be gone by the time we look
 # (only if something deletes stamps, which the sink never does). Bounded so that cannot spin.
 _INSERT_ATTEMPTS = 3
+# The payload keys that are not intelligence data, bound as the statements' not_data parameter.
+_NOT_DATA = list(fields.INTELLIGENCE_NOT_DATA)
 
 
 def stamp_row_id(stamp_id: str) -> UUID:
@@ -110,12 +119,20 @@ class _IntelligencePayload(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class StampCreated:
+    """A stamp's row as the statements' ``v(...)`` columns name it (JSON columns as text)."""
+
     stamp_id: str
     file_hash: str
     namespace: str
-    stamp_data_json: str
-    file_metadata_json: str
+    stamp_data: str
+    file_metadata: str
     metadata_version: str
+    # The event time (rule 4.5).
+    created_at: datetime
+
+    @property
+    def id(self) -> UUID:
+        return stamp_row_id(self.stamp_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,59 +154,55 @@ def _shown(value: str) -> str:
 # --- SQL ---------------------------------------------------------------------------------------
 
 # One lock per file_hash, taken in sorted order so two sinks cannot deadlock on each other.
-_LOCK_HASHES = """
+_LOCK_HASHES = Unnest(
+    """
 SELECT count(pg_advisory_xact_lock(lock_class, lock_key))
 FROM (
     SELECT DISTINCT hashtext('omnisink.metadata_stamps.file_hash') AS lock_class,
-                    hashtext(h) AS lock_key
-    FROM unnest($1::text[]) AS h
+                    hashtext(h.file_hash) AS lock_key
+    FROM unnest($1::text[]) AS h(file_hash)
     ORDER BY lock_key
 ) AS keys
-"""
+""",
+    name="stamps.lock_hashes",
+)
 
-_CLAIMS = """
+_CLAIMS = Sql(
+    """
 SELECT stamp_id, file_hash, created_at
 FROM metadata_stamps
 WHERE stamp_id = ANY($1::text[]) OR file_hash = ANY($2::text[])
-"""
+""",
+    name="stamps.claims",
+)
 
-# The newest INTELLIGENCE_RECEIVED for a hash, from event_logs (rows keep the event id and time).
-_NEWEST_INTELLIGENCE = """
-    SELECT e.payload, e.created_at, e.id
-    FROM event_logs AS e
-    WHERE e.event_type = 'INTELLIGENCE_RECEIVED'
-      AND e.payload @> jsonb_build_object('file_hash', {hash})
-    ORDER BY e.created_at DESC, e.id DESC
-    LIMIT 1
-"""
-_INTELLIGENCE_OF = f"""
-    CASE WHEN COALESCE(jsonb_typeof(i.payload -> 'intelligence_data'), 'null') <> 'null'
-         THEN i.payload -> 'intelligence_data'
-         WHEN COALESCE(jsonb_typeof(i.payload -> 'intelligence'), 'null') <> 'null'
-         THEN i.payload -> 'intelligence'
-         ELSE i.payload - ARRAY[{", ".join(f"'{k}'" for k in fields.INTELLIGENCE_NOT_DATA)}]
-    END
-"""
-
-_INSERT = f"""
+# A new stamp takes the newest INTELLIGENCE_RECEIVED with its hash already in event_logs, read
+# as the workflow handler reads it (omnisink.newest_intelligence, migration 019; $9 is
+# fields.INTELLIGENCE_NOT_DATA).
+_INSERT = Unnest(
+    """
 INSERT INTO metadata_stamps AS t (
     id, stamp_id, file_hash, namespace, stamp_data, file_metadata, metadata_version, created_at,
     intelligence_data, intelligence_event_at, intelligence_event_id
 )
 SELECT v.id, v.stamp_id, v.file_hash, v.namespace, v.stamp_data::jsonb, v.file_metadata::jsonb,
        v.metadata_version, v.created_at,
-       COALESCE({_INTELLIGENCE_OF}, '{{}}'::jsonb), i.created_at, i.id
+       COALESCE(i.data, '{}'::jsonb), i.event_at, i.event_id
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
             $8::timestamptz[])
     AS v(id, stamp_id, file_hash, namespace, stamp_data, file_metadata, metadata_version,
          created_at)
-LEFT JOIN LATERAL ({_NEWEST_INTELLIGENCE.format(hash="v.file_hash")}) AS i ON true
+LEFT JOIN LATERAL omnisink.newest_intelligence(v.file_hash, $9::text[]) AS i ON true
 ON CONFLICT DO NOTHING
 RETURNING stamp_id
-"""
+""",
+    name="stamps.insert",
+    extra=("not_data",),
+)
 
 # A duplicate (same stamp_id and file_hash) older than the stored one: the row takes its facts.
-_OLDER_DUPLICATE = """
+_OLDER_DUPLICATE = Unnest(
+    """
 UPDATE metadata_stamps AS t
 SET namespace = v.namespace,
     stamp_data = v.stamp_data::jsonb,
@@ -200,19 +213,25 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text
             $7::timestamptz[])
     AS v(stamp_id, file_hash, namespace, stamp_data, file_metadata, metadata_version, created_at)
 WHERE t.stamp_id = v.stamp_id AND t.file_hash = v.file_hash AND v.created_at < t.created_at
-"""
+""",
+    name="stamps.older_duplicate",
+)
 
-_APPLY_INTELLIGENCE = f"""
+# Existing stamps of the batch's intelligence hashes: the same newest event, read the same way.
+_APPLY_INTELLIGENCE = Unnest(
+    """
 UPDATE metadata_stamps AS t
-SET intelligence_data = {_INTELLIGENCE_OF},
-    intelligence_event_at = i.created_at,
-    intelligence_event_id = i.id
+SET intelligence_data = i.data,
+    intelligence_event_at = i.event_at,
+    intelligence_event_id = i.event_id
 FROM unnest($1::text[]) AS h(file_hash)
-CROSS JOIN LATERAL ({_NEWEST_INTELLIGENCE.format(hash="h.file_hash")}) AS i
+CROSS JOIN LATERAL omnisink.newest_intelligence(h.file_hash, $2::text[]) AS i
 WHERE t.file_hash = h.file_hash
-  AND (t.intelligence_event_at IS NULL
-       OR (i.created_at, i.id) > (t.intelligence_event_at, t.intelligence_event_id))
-"""
+  AND omnisink.newer(i.event_at, i.event_id, t.intelligence_event_at, t.intelligence_event_id)
+""",
+    name="stamps.apply_intelligence",
+    extra=("not_data",),
+)
 
 
 # --- handler -----------------------------------------------------------------------------------
@@ -261,9 +280,10 @@ class StampsHandler:
             stamp_id=p.stamp_id,
             file_hash=p.file_hash,
             namespace=p.namespace,
-            stamp_data_json=jsonb(p.stamp_data) or "{}",
-            file_metadata_json=jsonb(p.file_metadata) or "{}",
+            stamp_data=jsonb(p.stamp_data) or "{}",
+            file_metadata=jsonb(p.file_metadata) or "{}",
             metadata_version=p.metadata_version or DEFAULT_METADATA_VERSION,
+            created_at=event.at,
         )
 
     async def apply(self, conn: asyncpg.Connection, items: Sequence[Item[StampPayload]]) -> None:
@@ -278,15 +298,18 @@ class StampsHandler:
         hashes = intelligence_hashes | {item.payload.file_hash for item in created}
         if not hashes:
             return
-        await conn.fetchval(_LOCK_HASHES, sorted(hashes))
+        await conn.fetchval(_LOCK_HASHES.sql, *_LOCK_HASHES.args(_hash_rows(hashes)))
         if created:
             await self._create(conn, created)
         if intelligence_hashes:
-            await conn.execute(_APPLY_INTELLIGENCE, sorted(intelligence_hashes))
+            await conn.execute(
+                _APPLY_INTELLIGENCE.sql,
+                *_APPLY_INTELLIGENCE.args(_hash_rows(intelligence_hashes), not_data=_NOT_DATA),
+            )
 
     async def _create(self, conn: asyncpg.Connection, created: list[Item[StampCreated]]) -> None:
         stored = await conn.fetch(
-            _CLAIMS,
+            _CLAIMS.sql,
             sorted({i.payload.stamp_id for i in created}),
             sorted({i.payload.file_hash for i in created}),
         )
@@ -297,7 +320,10 @@ class StampsHandler:
         if rejections:
             raise Rejected(rejections)
         if duplicates:
-            await conn.execute(_OLDER_DUPLICATE, *_duplicate_args(duplicates))
+            await conn.execute(
+                _OLDER_DUPLICATE.sql,
+                *_OLDER_DUPLICATE.args([i.payload for i in duplicates]),
+            )
 
 
 def _claim_in_order(
@@ -330,7 +356,8 @@ async def _insert(
     rejections: dict[UUID, Reject] = {}
     pending = rows
     for _ in range(_INSERT_ATTEMPTS):
-        inserted = {r["stamp_id"] for r in await conn.fetch(_INSERT, *_insert_args(pending))}
+        args = _INSERT.args([i.payload for i in pending], not_data=_NOT_DATA)
+        inserted = {r["stamp_id"] for r in await conn.fetch(_INSERT.sql, *args)}
         missed = [i for i in pending if i.payload.stamp_id not in inserted]
         if not missed:
             return duplicates, rejections
@@ -338,7 +365,7 @@ async def _insert(
         # another sink after our first look. This statement's snapshot sees it.
         stored = _Claims(
             await conn.fetch(
-                _CLAIMS,
+                _CLAIMS.sql,
                 [i.payload.stamp_id for i in missed],
                 [i.payload.file_hash for i in missed],
             )
@@ -354,27 +381,15 @@ async def _insert(
                 pending.append(item)  # the row that blocked us is gone: insert again
         if not pending:
             return duplicates, rejections
-    # Only a concurrent DELETE of stamps can get here (the sink never deletes them). A
-    # serialization failure is transient: the consumer retries the whole batch.
-    raise asyncpg.exceptions.SerializationError(
+    # Only a concurrent DELETE of stamps can get here (the sink never deletes them): the rows
+    # changed under us, and the consumer runs the whole batch again.
+    raise Contended(
         "metadata_stamps rows kept vanishing between INSERT and SELECT; retry the batch"
     )
 
 
-def _insert_args(items: Sequence[Item[StampCreated]]) -> list[list[Any]]:
-    return [[stamp_row_id(i.payload.stamp_id) for i in items], *_duplicate_args(items)]
-
-
-def _duplicate_args(items: Sequence[Item[StampCreated]]) -> list[list[Any]]:
-    return [
-        [i.payload.stamp_id for i in items],
-        [i.payload.file_hash for i in items],
-        [i.payload.namespace for i in items],
-        [i.payload.stamp_data_json for i in items],
-        [i.payload.file_metadata_json for i in items],
-        [i.payload.metadata_version for i in items],
-        [i.event.at for i in items],
-    ]
+def _hash_rows(hashes: set[str]) -> list[dict[str, str]]:
+    return [{"file_hash": h} for h in sorted(hashes)]
 
 
 STAMPS = StampsHandler()

@@ -76,8 +76,9 @@ import asyncpg
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
 from handlers import fields
-from handlers.base import Event, Item, Reject, as_columns, as_uuid, jsonb
+from handlers.base import Event, Item, Reject, as_uuid, jsonb
 from handlers.envelope import FOREIGN_ID_NAMESPACE, EventType
+from handlers.sql import Unnest
 
 # Column limits (migrations 001-003, 009, 012).
 STATE_MAX_CHARS: Final = 50
@@ -574,18 +575,26 @@ def _reduce(items: Sequence[Item[Parsed]]) -> _Batch:
 # Every workflow the batch names, as a placeholder when it has no row yet. Constant per workflow
 # (no event's values), so which event created the row never shows; the merge below fills it.
 # started_at is explicitly NULL: its DEFAULT NOW() would make replays differ.
-_INSERT_PLACEHOLDERS = """
+_INSERT_PLACEHOLDERS = Unnest(
+    """
 INSERT INTO workflow_executions (id, workflow_id, correlation_id, state, started_at, metadata)
 SELECT p.id, p.id, p.id, $3::text, NULL, p.metadata::jsonb
 FROM unnest($1::uuid[], $2::text[]) AS p(id, metadata)
 ORDER BY p.id
 ON CONFLICT (id) DO NOTHING
-"""
+""",
+    name="workflows.insert_placeholders",
+    extra=("state",),
+)
 
 # One UPDATE per batch merging each workflow's reduced input. Every SET expression reads the
 # row as it was before this statement. Runs for every workflow of the batch even when nothing
 # changes: the row lock it takes orders concurrent batches of one workflow (module docstring).
-_MERGE_WORKFLOWS = """
+# m says, once per row, which ordered aspects the input moves: an aspect moves when the input has
+# an event of it (its pair is not NULL) newer than the stored pair (omnisink.newer: a NULL stored
+# pair, a placeholder's, is moved by any event).
+_MERGE_WORKFLOWS = Unnest(
+    """
 UPDATE workflow_executions AS t SET
     correlation_id = CASE
         WHEN i.started_correlation_id IS NOT NULL THEN i.started_correlation_id
@@ -600,42 +609,36 @@ UPDATE workflow_executions AS t SET
     stamp_id = COALESCE(i.stamp_id, t.stamp_id),
     error_info = COALESCE(i.error_info::jsonb, t.error_info),
     completed_at = GREATEST(t.completed_at, i.completed_at),
-    state = CASE WHEN i.state_event_at IS NOT NULL AND (t.state_event_at IS NULL
-            OR (i.state_event_at, i.state_event_id) > (t.state_event_at, t.state_event_id))
-        THEN i.state ELSE t.state END,
-    state_event_at = CASE WHEN i.state_event_at IS NOT NULL AND (t.state_event_at IS NULL
-            OR (i.state_event_at, i.state_event_id) > (t.state_event_at, t.state_event_id))
-        THEN i.state_event_at ELSE t.state_event_at END,
-    state_event_id = CASE WHEN i.state_event_at IS NOT NULL AND (t.state_event_at IS NULL
-            OR (i.state_event_at, i.state_event_id) > (t.state_event_at, t.state_event_id))
-        THEN i.state_event_id ELSE t.state_event_id END,
-    file_hash = CASE WHEN i.hash_event_at IS NOT NULL AND (t.hash_event_at IS NULL
-            OR (i.hash_event_at, i.hash_event_id) > (t.hash_event_at, t.hash_event_id))
-        THEN i.hash_file_hash ELSE COALESCE(t.file_hash, i.completed_file_hash) END,
-    hash_generation_time_ms = CASE WHEN i.hash_event_at IS NOT NULL AND (t.hash_event_at IS NULL
-            OR (i.hash_event_at, i.hash_event_id) > (t.hash_event_at, t.hash_event_id))
-        THEN i.hash_generation_time_ms ELSE t.hash_generation_time_ms END,
-    hash_event_at = CASE WHEN i.hash_event_at IS NOT NULL AND (t.hash_event_at IS NULL
-            OR (i.hash_event_at, i.hash_event_id) > (t.hash_event_at, t.hash_event_id))
-        THEN i.hash_event_at ELSE t.hash_event_at END,
-    hash_event_id = CASE WHEN i.hash_event_at IS NOT NULL AND (t.hash_event_at IS NULL
-            OR (i.hash_event_at, i.hash_event_id) > (t.hash_event_at, t.hash_event_id))
-        THEN i.hash_event_id ELSE t.hash_event_id END,
-    intelligence_data = CASE WHEN i.intelligence_event_at IS NOT NULL
-            AND (t.intelligence_event_at IS NULL
-            OR (i.intelligence_event_at, i.intelligence_event_id)
-                > (t.intelligence_event_at, t.intelligence_event_id))
-        THEN i.intelligence_data::jsonb ELSE t.intelligence_data END,
-    intelligence_event_at = CASE WHEN i.intelligence_event_at IS NOT NULL
-            AND (t.intelligence_event_at IS NULL
-            OR (i.intelligence_event_at, i.intelligence_event_id)
-                > (t.intelligence_event_at, t.intelligence_event_id))
-        THEN i.intelligence_event_at ELSE t.intelligence_event_at END,
-    intelligence_event_id = CASE WHEN i.intelligence_event_at IS NOT NULL
-            AND (t.intelligence_event_at IS NULL
-            OR (i.intelligence_event_at, i.intelligence_event_id)
-                > (t.intelligence_event_at, t.intelligence_event_id))
-        THEN i.intelligence_event_id ELSE t.intelligence_event_id END
+    (state, state_event_at, state_event_id, file_hash, hash_generation_time_ms, hash_event_at,
+     hash_event_id, intelligence_data, intelligence_event_at, intelligence_event_id) = (
+        SELECT CASE WHEN m.state THEN i.state ELSE t.state END,
+               CASE WHEN m.state THEN i.state_event_at ELSE t.state_event_at END,
+               CASE WHEN m.state THEN i.state_event_id ELSE t.state_event_id END,
+               CASE WHEN m.hash THEN i.hash_file_hash
+                    ELSE COALESCE(t.file_hash, i.completed_file_hash) END,
+               CASE WHEN m.hash THEN i.hash_generation_time_ms
+                    ELSE t.hash_generation_time_ms END,
+               CASE WHEN m.hash THEN i.hash_event_at ELSE t.hash_event_at END,
+               CASE WHEN m.hash THEN i.hash_event_id ELSE t.hash_event_id END,
+               CASE WHEN m.intelligence THEN i.intelligence_data::jsonb
+                    ELSE t.intelligence_data END,
+               CASE WHEN m.intelligence THEN i.intelligence_event_at
+                    ELSE t.intelligence_event_at END,
+               CASE WHEN m.intelligence THEN i.intelligence_event_id
+                    ELSE t.intelligence_event_id END
+        FROM (
+            SELECT i.state_event_at IS NOT NULL AND omnisink.newer(
+                       i.state_event_at, i.state_event_id, t.state_event_at, t.state_event_id
+                   ) AS state,
+                   i.hash_event_at IS NOT NULL AND omnisink.newer(
+                       i.hash_event_at, i.hash_event_id, t.hash_event_at, t.hash_event_id
+                   ) AS hash,
+                   i.intelligence_event_at IS NOT NULL AND omnisink.newer(
+                       i.intelligence_event_at, i.intelligence_event_id,
+                       t.intelligence_event_at, t.intelligence_event_id
+                   ) AS intelligence
+        ) AS m
+    )
 FROM unnest(
     $1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::uuid[], $6::uuid[], $7::text[],
     $8::timestamptz[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
@@ -650,12 +653,16 @@ FROM unnest(
     intelligence_event_at, intelligence_event_id
 )
 WHERE t.id = i.id
-"""
+""",
+    name="workflows.merge",
+)
 
 # One row per step. The stand-ins ('unknown', 0, the step_id as name, '{}' input) are replaced
 # by the first real value; output_data and execution_time_ms follow the latest terminal event
-# (the one completed_at shows); status follows the newest event.
-_UPSERT_STEPS = """
+# (the one completed_at shows); status follows the newest event (m.status: every input row has
+# a status event, newer than the stored pair or not).
+_UPSERT_STEPS = Unnest(
+    """
 INSERT INTO workflow_steps AS t (
     id, workflow_id, step_key, step_name, step_type, step_order, input_data, output_data,
     status, started_at, completed_at, execution_time_ms, status_event_at, status_event_id
@@ -690,22 +697,22 @@ ON CONFLICT (workflow_id, step_key) DO UPDATE SET
     execution_time_ms = CASE WHEN excluded.completed_at IS NOT NULL
             AND (t.completed_at IS NULL OR excluded.completed_at >= t.completed_at)
         THEN excluded.execution_time_ms ELSE t.execution_time_ms END,
-    status = CASE WHEN t.status_event_at IS NULL
-            OR (excluded.status_event_at, excluded.status_event_id)
-                > (t.status_event_at, t.status_event_id)
-        THEN excluded.status ELSE t.status END,
-    status_event_at = CASE WHEN t.status_event_at IS NULL
-            OR (excluded.status_event_at, excluded.status_event_id)
-                > (t.status_event_at, t.status_event_id)
-        THEN excluded.status_event_at ELSE t.status_event_at END,
-    status_event_id = CASE WHEN t.status_event_at IS NULL
-            OR (excluded.status_event_at, excluded.status_event_id)
-                > (t.status_event_at, t.status_event_id)
-        THEN excluded.status_event_id ELSE t.status_event_id END
-"""
+    (status, status_event_at, status_event_id) = (
+        SELECT CASE WHEN m.status THEN excluded.status ELSE t.status END,
+               CASE WHEN m.status THEN excluded.status_event_at ELSE t.status_event_at END,
+               CASE WHEN m.status THEN excluded.status_event_id ELSE t.status_event_id END
+        FROM (
+            SELECT omnisink.newer(excluded.status_event_at, excluded.status_event_id,
+                                  t.status_event_at, t.status_event_id) AS status
+        ) AS m
+    )
+""",
+    name="workflows.upsert_steps",
+)
 
 # A per-event table: the event id is the row id, so a replay is a no-op.
-_INSERT_TRANSITIONS = """
+_INSERT_TRANSITIONS = Unnest(
+    """
 INSERT INTO fsm_transitions (
     id, workflow_id, from_state, to_state, transition_at, triggered_by, metadata
 )
@@ -714,10 +721,13 @@ FROM unnest(
     $1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::text[]
 ) AS f(id, workflow_id, from_state, to_state, transition_at, triggered_by, metadata)
 ON CONFLICT (id) DO NOTHING
-"""
+""",
+    name="workflows.insert_transitions",
+)
 
 # A recount, not an increment: order and redelivery cannot skew it.
-_RECOUNT_STEPS_EXECUTED = """
+_RECOUNT_STEPS_EXECUTED = Unnest(
+    """
 UPDATE workflow_executions AS t
 SET workflow_steps_executed = c.completed_steps
 FROM (
@@ -727,7 +737,9 @@ FROM (
     GROUP BY w.id
 ) AS c
 WHERE t.id = c.id AND t.workflow_steps_executed IS DISTINCT FROM c.completed_steps
-"""
+""",
+    name="workflows.recount_steps_executed",
+)
 
 
 def _original_metadata(original_id: str | None) -> str:
@@ -750,96 +762,95 @@ class WorkflowsHandler:
         # Sorted ids: concurrent batches lock shared workflow rows in one order, which makes
         # deadlocks between them unlikely (a deadlock would still only be retried).
         ids = sorted(batch.workflows)
+        placeholders = [
+            {"id": i, "metadata": _original_metadata(batch.workflows[i].original_id)} for i in ids
+        ]
         await conn.execute(
-            _INSERT_PLACEHOLDERS,
-            ids,
-            [_original_metadata(batch.workflows[i].original_id) for i in ids],
-            PLACEHOLDER_STATE,
+            _INSERT_PLACEHOLDERS.sql,
+            *_INSERT_PLACEHOLDERS.args(placeholders, state=PLACEHOLDER_STATE),
         )
-        await conn.execute(_MERGE_WORKFLOWS, *_merge_columns(ids, batch.workflows))
+        merged = [_merge_row(i, batch.workflows[i]) for i in ids]
+        await conn.execute(_MERGE_WORKFLOWS.sql, *_MERGE_WORKFLOWS.args(merged))
         if batch.steps:
-            await conn.execute(_UPSERT_STEPS, *_step_columns(batch.steps))
+            steps = [_step_row(batch.steps[key]) for key in sorted(batch.steps)]
+            await conn.execute(_UPSERT_STEPS.sql, *_UPSERT_STEPS.args(steps))
         if batch.transitions:
-            await conn.execute(_INSERT_TRANSITIONS, *_transition_columns(batch.transitions))
+            transitions = [_transition_row(t) for t in batch.transitions]
+            await conn.execute(_INSERT_TRANSITIONS.sql, *_INSERT_TRANSITIONS.args(transitions))
         if batch.steps:
-            touched = sorted({workflow for workflow, _ in batch.steps})
-            await conn.execute(_RECOUNT_STEPS_EXECUTED, touched)
+            touched = [{"id": w} for w in sorted({workflow for workflow, _ in batch.steps})]
+            await conn.execute(_RECOUNT_STEPS_EXECUTED.sql, *_RECOUNT_STEPS_EXECUTED.args(touched))
 
 
-def _merge_columns(ids: list[UUID], workflows: dict[UUID, _WorkflowInput]) -> list[list[Any]]:
-    rows: list[list[Any]] = []
-    for workflow_id in ids:
-        row = workflows[workflow_id]
-        started = row.started.payload if row.started else None
-        started_env = row.started.event.envelope if row.started else None
-        completed = row.completed.payload if row.completed else None
-        hashed = row.hashed
-        intelligence = row.intelligence
-        values: list[Any] = [
-            workflow_id,
-            started_env.correlation_id if started_env else None,
-            started_env.session_id if started_env else None,
-            started.workflow.namespace if started else None,
-            row.any_correlation_id,
-            row.any_session_id,
-            row.any_namespace,
-            row.started_at,
-            jsonb(started.input_data) if started else None,
-            jsonb(completed.output_data) if completed else None,
-            completed.stamp_id if completed else None,
-            completed.file_hash if completed else None,
-            jsonb(row.failed.payload.error_info) if row.failed else None,
-            row.completed_at,
-            row.state[1] if row.state else None,
-            row.state[0][0] if row.state else None,
-            row.state[0][1] if row.state else None,
-            hashed.payload.file_hash if hashed else None,
-            hashed.payload.generation_time_ms if hashed else None,
-            hashed.event.at if hashed else None,
-            hashed.event.event_id if hashed else None,
-            jsonb(intelligence.payload.intelligence_data) if intelligence else None,
-            intelligence.event.at if intelligence else None,
-            intelligence.event.event_id if intelligence else None,
-        ]
-        rows.append(values)
-    return as_columns(rows, width=24)
+def _merge_row(workflow_id: UUID, row: _WorkflowInput) -> dict[str, Any]:
+    """A workflow's reduced input as the merge's ``i(...)`` row."""
+    started = row.started.payload if row.started else None
+    started_env = row.started.event.envelope if row.started else None
+    completed = row.completed.payload if row.completed else None
+    hashed = row.hashed
+    intelligence = row.intelligence
+    return {
+        "id": workflow_id,
+        "started_correlation_id": started_env.correlation_id if started_env else None,
+        "started_session_id": started_env.session_id if started_env else None,
+        "started_namespace": started.workflow.namespace if started else None,
+        "any_correlation_id": row.any_correlation_id,
+        "any_session_id": row.any_session_id,
+        "any_namespace": row.any_namespace,
+        "started_at": row.started_at,
+        "input_data": jsonb(started.input_data) if started else None,
+        "output_data": jsonb(completed.output_data) if completed else None,
+        "stamp_id": completed.stamp_id if completed else None,
+        "completed_file_hash": completed.file_hash if completed else None,
+        "error_info": jsonb(row.failed.payload.error_info) if row.failed else None,
+        "completed_at": row.completed_at,
+        "state": row.state[1] if row.state else None,
+        "state_event_at": row.state[0][0] if row.state else None,
+        "state_event_id": row.state[0][1] if row.state else None,
+        "hash_file_hash": hashed.payload.file_hash if hashed else None,
+        "hash_generation_time_ms": hashed.payload.generation_time_ms if hashed else None,
+        "hash_event_at": hashed.event.at if hashed else None,
+        "hash_event_id": hashed.event.event_id if hashed else None,
+        "intelligence_data": (
+            jsonb(intelligence.payload.intelligence_data) if intelligence else None
+        ),
+        "intelligence_event_at": intelligence.event.at if intelligence else None,
+        "intelligence_event_id": intelligence.event.event_id if intelligence else None,
+    }
 
 
-def _step_columns(steps: dict[tuple[UUID, str], _StepInput]) -> list[list[Any]]:
-    rows: list[list[Any]] = []
-    for key in sorted(steps):
-        row = steps[key]
-        terminal = row.terminal
-        values: list[Any] = [
-            step_uuid(row.workflow, row.step_key),
-            row.workflow,
-            row.step_key,
-            row.step_name,
-            row.step_type or UNKNOWN_STEP_TYPE,
-            row.step_order or UNKNOWN_STEP_ORDER,
-            jsonb(row.input_data),
-            jsonb(terminal.payload.output_data) if terminal else None,
-            row.status[1],
-            row.started_at,
-            terminal.event.at if terminal else None,
-            terminal.payload.execution_time_ms if terminal else None,
-            row.status[0][0],
-            row.status[0][1],
-        ]
-        rows.append(values)
-    return as_columns(rows, width=14)
+def _step_row(row: _StepInput) -> dict[str, Any]:
+    """A step's reduced input as the steps upsert's ``s(...)`` row."""
+    terminal = row.terminal
+    return {
+        "id": step_uuid(row.workflow, row.step_key),
+        "workflow_id": row.workflow,
+        "step_key": row.step_key,
+        "step_name": row.step_name,
+        "step_type": row.step_type or UNKNOWN_STEP_TYPE,
+        "step_order": row.step_order or UNKNOWN_STEP_ORDER,
+        "input_data": jsonb(row.input_data),
+        "output_data": jsonb(terminal.payload.output_data) if terminal else None,
+        "status": row.status[1],
+        "started_at": row.started_at,
+        "completed_at": terminal.event.at if terminal else None,
+        "execution_time_ms": terminal.payload.execution_time_ms if terminal else None,
+        "status_event_at": row.status[0][0],
+        "status_event_id": row.status[0][1],
+    }
 
 
-def _transition_columns(transitions: list[Item[Transition]]) -> list[list[Any]]:
-    return [
-        [t.event.event_id for t in transitions],
-        [t.payload.workflow.uuid for t in transitions],
-        [t.payload.from_state for t in transitions],
-        [t.payload.to_state for t in transitions],
-        [t.event.at for t in transitions],
-        [t.payload.triggered_by for t in transitions],
-        [jsonb(t.payload.metadata) for t in transitions],
-    ]
+def _transition_row(item: Item[Transition]) -> dict[str, Any]:
+    transition = item.payload
+    return {
+        "id": item.event.event_id,
+        "workflow_id": transition.workflow.uuid,
+        "from_state": transition.from_state,
+        "to_state": transition.to_state,
+        "transition_at": item.event.at,
+        "triggered_by": transition.triggered_by,
+        "metadata": jsonb(transition.metadata),
+    }
 
 
 WORKFLOWS: Final = WorkflowsHandler()

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from consumer.store import batch
 from handlers.base import Event
-from handlers.bridge_states import BRIDGE_STATES
+from handlers.bridge_states import BRIDGE_STATES, FIELDS
 from handlers.envelope import FOREIGN_ID_NAMESPACE, Envelope
 from tests.integration.handlers import support
 
@@ -56,15 +56,29 @@ async def row(
     return out
 
 
-def order(event: Event) -> str:
-    return f"{event.at.replace(tzinfo=None).isoformat(timespec='microseconds')}|{event.event_id}"
+def pairs(events: dict[str, Event]) -> dict[str, Any]:
+    """The ordering pair of every column of FIELDS: the event given for it, else NULLs."""
+    out: dict[str, Any] = {}
+    for name in FIELDS:
+        event = events.get(name)
+        out[f"{name}_event_at"] = event.at if event is not None else None
+        out[f"{name}_event_id"] = event.event_id if event is not None else None
+    return out
 
 
 SNAPSHOT = """
 SELECT id, node_type, correlation_id, state, state_data::text, metadata::text, created_at,
        updated_at, total_size_bytes, unique_file_types, unique_workflows, aggregation_type,
        window_start, window_end, aggregation_duration_ms, items_per_second, version,
-       configuration::text, state_event_at, state_event_id, namespace
+       configuration::text, state_event_at, state_event_id, namespace,
+       state_data_event_at, state_data_event_id, namespace_event_at, namespace_event_id,
+       total_size_bytes_event_at, total_size_bytes_event_id, unique_file_types_event_at,
+       unique_file_types_event_id, unique_workflows_event_at, unique_workflows_event_id,
+       aggregation_type_event_at, aggregation_type_event_id, window_start_event_at,
+       window_start_event_id, window_end_event_at, window_end_event_id,
+       aggregation_duration_ms_event_at, aggregation_duration_ms_event_id,
+       items_per_second_event_at, items_per_second_event_id, version_event_at, version_event_id,
+       configuration_event_at, configuration_event_id
 FROM bridge_states ORDER BY node_type, correlation_id
 """
 
@@ -92,14 +106,7 @@ async def test_aggregation_started_creates_the_row(db: asyncpg.Connection) -> No
         "correlation_id": AGG,
         "state": "AGGREGATING",
         "state_data": {"batch_size": 100},
-        "metadata": {
-            "field_events": {
-                "state_data": order(started),
-                "namespace": order(started),
-                "aggregation_type": order(started),
-                "window_start": order(started),
-            }
-        },
+        "metadata": {},
         "created_at": at(1),
         "updated_at": at(1),
         "total_size_bytes": 0,
@@ -115,6 +122,14 @@ async def test_aggregation_started_creates_the_row(db: asyncpg.Connection) -> No
         "state_event_at": at(1),
         "state_event_id": started.event_id,
         "namespace": "omninode.services.metadata",
+        **pairs(
+            {
+                "state_data": started,
+                "namespace": started,
+                "aggregation_type": started,
+                "window_start": started,
+            }
+        ),
     }
 
 
@@ -249,7 +264,10 @@ async def test_each_value_comes_from_the_newest_event_carrying_it(db: asyncpg.Co
     await write(db, [first])
     got = await row(db)
     assert (got["total_size_bytes"], got["version"]) == (20, 2)
-    assert got["metadata"]["field_events"]["total_size_bytes"] == order(second)
+    assert (got["total_size_bytes_event_at"], got["total_size_bytes_event_id"]) == (
+        second.at,
+        second.event_id,
+    )
 
 
 # --- rejects ---------------------------------------------------------------------------------
