@@ -17,11 +17,8 @@ from hypothesis import strategies as st
 from handlers import batch
 from handlers.base import Event
 from handlers.envelope import FOREIGN_ID_NAMESPACE, Envelope
-from handlers.intelligence import (
-    FSM_DEFINITIONS,
-    INTELLIGENCE_FSM,
-    INTELLIGENCE_WORKFLOWS,
-)
+from handlers.intelligence_fsm import FSM_DEFINITIONS, INTELLIGENCE_FSM
+from handlers.intelligence_workflows import INTELLIGENCE_WORKFLOWS
 from tests.integration.handlers import support
 from tests.integration.handlers.support import js
 
