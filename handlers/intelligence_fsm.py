@@ -42,10 +42,17 @@ Decisions (event contract sections 3 and 4):
   so the same epoch is a takeover, not a conflict. Equal epoch and lease_id is the same lease
   (a renewal): the latest acquire's lease_expires_at holds. Remembering the top acquire while
   released and the releases that may still matter (epoch >= the top's) needs state beside the
-  columns: it is kept in ``fsm_state.metadata.omnisink_lease`` (a key the sink owns; a
-  producer's key of that name is dropped). A lease event for an entity without a row creates
-  a placeholder: current_state = the FSM's initial state, transition_event_id NULL,
-  transition_timestamp = the earliest of its lease events (LEAST) until a transition arrives.
+  seed's lease columns (NULL once released, and set by other writers too): the sink keeps it in
+  columns of its own (migration 020): lease_event_at / lease_event_id (the top acquire's event)
+  with its lease_top_id, lease_top_epoch and lease_top_expires_at, and lease_released (those
+  releases, sorted; NULL when there are none). metadata is the producer's: a key named like the
+  sink's former bookkeeping (``omnisink_lease``) is plain data. A batch's own lease state is
+  reduced in Python; on conflict the SQL merges it with the stored one (the greater top, the
+  union of the releases at or above its epoch), a commutative and associative merge, so any
+  split of the events into batches, in any order, gives the same columns. A lease event for an
+  entity without a row creates a placeholder: current_state = the FSM's initial state,
+  transition_event_id NULL, transition_timestamp = the earliest of its lease events (LEAST)
+  until a transition arrives.
 - **Payloads**: a lease event's fsm_type must be a known FSM too, but an unknown one is
   ``schema`` (no transition is involved; its placeholder needs the FSM's initial state).
   lease_epoch is any INTEGER (no CHECK in the seed), lease_expires_at optional (a lease without
@@ -64,19 +71,14 @@ import asyncpg
 from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
 
 from handlers import fields
-from handlers.base import Event, Item, Reject, as_columns, jsonb
+from handlers.base import Event, Item, Reject, jsonb
 from handlers.envelope import FOREIGN_ID_NAMESPACE, EventType
 from handlers.intelligence_fields import EntityId, Payload, correlation_text, validate
+from handlers.sql import Sql, Unnest
 
 # Column limits (migration 014).
 FSM_NAME_MAX_CHARS: Final = 50
 LEASE_ID_MAX_CHARS: Final = 255
-
-# The transaction-local switch migration 017 reads: the sink writes the history itself.
-_SINK_WRITES_HISTORY: Final = "SELECT set_config('omnisink.fsm_history', 'sink', true)"
-
-# fsm_state.metadata key holding the lease bookkeeping (module docstring).
-LEASE_KEY: Final = "omnisink_lease"
 
 _SHOWN_MAX_CHARS: Final = 50
 
@@ -241,7 +243,7 @@ def _transition(event: Event) -> FsmTransition:
             f"{model.fsm_type}: {triple} is not a transition of the {model.fsm_type} FSM",
         )
     correlation = correlation_text(event.envelope)
-    state_metadata = {k: v for k, v in (model.metadata or {}).items() if k != LEASE_KEY}
+    state_metadata = dict(model.metadata or {})
     state_metadata["last_action"] = model.action
     if correlation is not None:
         state_metadata["correlation_id"] = correlation
@@ -291,151 +293,122 @@ def parse_fsm(event: Event) -> FsmFact:
     raise ValueError(f"not an intelligence FSM event type: {kind}")
 
 
-# --- SQL: fsm_state --------------------------------------------------------------------------
+# --- SQL -------------------------------------------------------------------------------------
 
-
-def _lease_order(top: str) -> str:
-    return (
-        f"(({top}->>'lease_epoch')::integer, ({top}->>'event_at')::timestamptz, "
-        f"({top}->>'event_id')::uuid)"
-    )
-
-
-def _merge_leases(stored: str, incoming: str) -> str:
-    """SQL: two lease bookkeeping objects merged (NULL when both are NULL).
-
-    ``{"top": <greatest acquire by (epoch, time, id)> | null, "released": [[lease_id, epoch],
-    ...]}``, releases with an epoch below the top's dropped (no acquire they could match can
-    win any more) and the rest distinct and sorted, so that the merge is commutative and
-    associative: any split of the events into batches, in any order, gives the same object.
-    """
-    return f"""(
-        SELECT CASE WHEN {stored} IS NULL AND {incoming} IS NULL THEN NULL
-            ELSE jsonb_build_object('top', m.top, 'released', COALESCE((
-                SELECT jsonb_agg(r.pair ORDER BY (r.pair->>0) COLLATE "C", (r.pair->>1)::integer)
-                FROM (
-                    SELECT jsonb_array_elements(COALESCE({stored}->'released', '[]'::jsonb))
-                    UNION
-                    SELECT jsonb_array_elements(COALESCE({incoming}->'released', '[]'::jsonb))
-                ) AS r(pair)
-                WHERE m.top IS NULL
-                    OR (r.pair->>1)::integer >= (m.top->>'lease_epoch')::integer
-            ), '[]'::jsonb))
-        END
-        FROM (
-            SELECT CASE
-                WHEN tops.stored_top IS NULL THEN tops.incoming_top
-                WHEN tops.incoming_top IS NULL THEN tops.stored_top
-                WHEN {_lease_order("tops.incoming_top")} > {_lease_order("tops.stored_top")}
-                    THEN tops.incoming_top
-                ELSE tops.stored_top
-            END AS top
-            FROM (
-                SELECT NULLIF({stored}->'top', 'null'::jsonb) AS stored_top,
-                       NULLIF({incoming}->'top', 'null'::jsonb) AS incoming_top
-            ) AS tops
-        ) AS m
-    )"""
-
-
-def _lease_held(part: str) -> str:
-    """SQL: whether the bookkeeping object's top acquire holds the lease (not released)."""
-    return f"""(jsonb_typeof({part}->'top') = 'object' AND NOT EXISTS (
-        SELECT 1 FROM jsonb_array_elements({part}->'released') AS r(pair)
-        WHERE r.pair = jsonb_build_array({part}->'top'->'lease_id', {part}->'top'->'lease_epoch')
-    ))"""
-
-
-def _lease_columns(part: str) -> str:
-    """SQL: lease_id, lease_epoch, lease_expires_at as the bookkeeping object says."""
-    held = _lease_held(part)
-    return f"""
-        CASE WHEN {held} THEN {part}->'top'->>'lease_id' END,
-        CASE WHEN {held} THEN ({part}->'top'->>'lease_epoch')::integer END,
-        CASE WHEN {held} THEN ({part}->'top'->>'lease_expires_at')::timestamptz END"""
-
-
-def _with_lease(base: str, part: str) -> str:
-    """SQL: fsm_state.metadata from the state metadata and the lease bookkeeping."""
-    return f"""CASE WHEN {part} IS NULL THEN {base}
-        ELSE COALESCE({base}, '{{}}'::jsonb) || jsonb_build_object('{LEASE_KEY}', {part}) END"""
-
-
-_TRANSITION_WINS: Final = """(excluded.transition_event_id IS NOT NULL
-    AND (t.transition_event_id IS NULL
-        OR (excluded.transition_timestamp, excluded.transition_event_id)
-            > (t.transition_timestamp, t.transition_event_id)))"""
-
-# The ON CONFLICT side: the stored row merged with the batch's row (``excluded``).
-_LEASE_MERGED: Final = _merge_leases(
-    f"t.metadata->'{LEASE_KEY}'", f"excluded.metadata->'{LEASE_KEY}'"
-)
-_METADATA_MERGED: Final = _with_lease(
-    f"(CASE WHEN m.wins THEN excluded.metadata ELSE t.metadata END) - '{LEASE_KEY}'",
-    "m.lease_part",
+# The transaction-local switch migration 017 reads: the sink writes the history itself.
+_SINK_WRITES_HISTORY: Final = Sql(
+    "SELECT set_config('omnisink.fsm_history', 'sink', true)",
+    name="intelligence_fsm.sink_writes_history",
 )
 
 # One row per entity of the batch (the batch reduced in Python: the newest transition, the
-# earliest event, the batch's own lease bookkeeping). The lease bookkeeping is normalised by
-# the same SQL merge on insert as on conflict, so both paths store identical objects. A row
-# another writer created counts as having no sink transition: any sink transition wins.
-_UPSERT_FSM_STATE: Final = f"""
-WITH i AS (
-    SELECT u.*, {_merge_leases("NULL::jsonb", "u.lease::jsonb")} AS lease_part
-    FROM unnest(
-        $1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
-        $7::uuid[], $8::text[], $9::text[], $10::timestamptz[]
-    ) AS u(
-        id, fsm_type, entity_id, current_state, previous_state, transition_timestamp,
-        transition_event_id, state_metadata, lease, created_at
-    )
-)
+# earliest event, the batch's own lease state with the lease columns it gives). On conflict the
+# stored row is merged with the batch's (``excluded``): each aspect's columns are those of the
+# row whose event wins it (``s``: the transition, ``l``: the top acquire), and the lease columns
+# follow the merged top and releases (``m``). A row another writer created counts as having no
+# sink transition and no lease state: any sink event wins.
+_UPSERT_FSM_STATE: Final = Unnest(
+    """
 INSERT INTO intelligence.fsm_state AS t (
     id, fsm_type, entity_id, current_state, previous_state, transition_timestamp,
-    transition_event_id, metadata, lease_id, lease_epoch, lease_expires_at, created_at
+    transition_event_id, metadata, lease_id, lease_epoch, lease_expires_at, lease_event_at,
+    lease_event_id, lease_top_id, lease_top_epoch, lease_top_expires_at, lease_released,
+    created_at
 )
-SELECT i.id, i.fsm_type, i.entity_id, i.current_state, i.previous_state,
-    i.transition_timestamp, i.transition_event_id,
-    {_with_lease("i.state_metadata::jsonb", "i.lease_part")},
-    {_lease_columns("i.lease_part")},
-    i.created_at
-FROM i
-ORDER BY i.fsm_type, i.entity_id
+SELECT v.id, v.fsm_type, v.entity_id, v.current_state, v.previous_state,
+    v.transition_timestamp, v.transition_event_id, v.metadata, v.lease_id, v.lease_epoch,
+    v.lease_expires_at, v.lease_event_at, v.lease_event_id, v.lease_top_id, v.lease_top_epoch,
+    v.lease_top_expires_at,
+    (
+        SELECT array_agg(r ORDER BY r)
+        FROM jsonb_populate_recordset(NULL::omnisink.lease_key, v.lease_released) AS r
+    ),
+    v.created_at
+FROM unnest(
+    $1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+    $7::uuid[], $8::jsonb[], $9::text[], $10::integer[], $11::timestamptz[],
+    $12::timestamptz[], $13::uuid[], $14::text[], $15::integer[], $16::timestamptz[],
+    $17::jsonb[], $18::timestamptz[]
+) AS v(
+    id, fsm_type, entity_id, current_state, previous_state, transition_timestamp,
+    transition_event_id, metadata, lease_id, lease_epoch, lease_expires_at, lease_event_at,
+    lease_event_id, lease_top_id, lease_top_epoch, lease_top_expires_at, lease_released,
+    created_at
+)
+ORDER BY v.fsm_type, v.entity_id
 ON CONFLICT (fsm_type, entity_id) DO UPDATE SET (
     current_state, previous_state, transition_timestamp, transition_event_id, metadata,
-    lease_id, lease_epoch, lease_expires_at, created_at
+    lease_id, lease_epoch, lease_expires_at, lease_event_at, lease_event_id, lease_top_id,
+    lease_top_epoch, lease_top_expires_at, lease_released, created_at
 ) = (
-    SELECT
-        CASE WHEN m.wins THEN excluded.current_state ELSE t.current_state END,
-        CASE WHEN m.wins THEN excluded.previous_state ELSE t.previous_state END,
+    SELECT s.current_state, s.previous_state,
         CASE
-            WHEN m.wins THEN excluded.transition_timestamp
             -- Two placeholders: the earliest lease event, whichever arrived first.
             WHEN t.transition_event_id IS NULL AND excluded.transition_event_id IS NULL
                 THEN LEAST(t.transition_timestamp, excluded.transition_timestamp)
-            ELSE t.transition_timestamp
+            ELSE s.transition_timestamp
         END,
-        CASE WHEN m.wins THEN excluded.transition_event_id ELSE t.transition_event_id END,
-        {_METADATA_MERGED},
-        {_lease_columns("m.lease_part")},
+        s.transition_event_id, s.metadata,
+        CASE WHEN m.held THEN l.lease_top_id END,
+        CASE WHEN m.held THEN l.lease_top_epoch END,
+        CASE WHEN m.held THEN l.lease_top_expires_at END,
+        l.lease_event_at, l.lease_event_id, l.lease_top_id, l.lease_top_epoch,
+        l.lease_top_expires_at, m.released,
         LEAST(t.created_at, excluded.created_at)
-    FROM (SELECT {_TRANSITION_WINS} AS wins, {_LEASE_MERGED} AS lease_part) AS m
+    FROM (
+        -- A placeholder's transition_timestamp is its earliest lease event: only a sink
+        -- transition (transition_event_id set) holds an event time.
+        SELECT (CASE
+            WHEN excluded.transition_event_id IS NOT NULL AND omnisink.newer(
+                excluded.transition_timestamp, excluded.transition_event_id,
+                CASE WHEN t.transition_event_id IS NOT NULL THEN t.transition_timestamp END,
+                t.transition_event_id
+            ) THEN excluded
+            ELSE t
+        END).*
+    ) AS s, (
+        -- The top acquire: the greater by (lease_epoch, event time, event id).
+        SELECT (CASE
+            WHEN excluded.lease_event_id IS NOT NULL AND (
+                t.lease_event_id IS NULL
+                OR excluded.lease_top_epoch > t.lease_top_epoch
+                OR excluded.lease_top_epoch = t.lease_top_epoch AND omnisink.newer(
+                    excluded.lease_event_at, excluded.lease_event_id,
+                    t.lease_event_at, t.lease_event_id
+                )
+            ) THEN excluded
+            ELSE t
+        END).*
+    ) AS l, LATERAL (
+        SELECT r.released,
+            l.lease_event_id IS NOT NULL
+                AND ROW(l.lease_top_id, l.lease_top_epoch)::omnisink.lease_key
+                    <> ALL (COALESCE(r.released, '{}')) AS held
+        FROM (
+            -- A release below the top's epoch matches no acquire that could still win.
+            SELECT array_agg(DISTINCT k ORDER BY k) AS released
+            FROM unnest(t.lease_released || excluded.lease_released) AS k
+            WHERE l.lease_top_epoch IS NULL OR k.lease_epoch >= l.lease_top_epoch
+        ) AS r
+    ) AS m
 )
-"""
-
-_UUID_PATTERN: Final = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+""",
+    name="intelligence_fsm.upsert_fsm_state",
+)
 
 # One history row per new transition event, and every duration of the touched entities
 # recomputed in the same statement: the new rows' from the timeline they join, and the old
 # rows' whose predecessor changed (a late older event). The fsm_state upsert before this
 # statement locked each entity's row, so two transactions never interleave one entity's
-# history (READ COMMITTED: this statement's snapshot sees the other's committed rows).
-_INSERT_HISTORY: Final = f"""
+# history (READ COMMITTED: this statement's snapshot sees the other's committed rows). A row
+# is the sink's when its metadata.event_id is UUID-shaped.
+_INSERT_HISTORY: Final = Unnest(
+    """
 WITH n AS (
     SELECT *
     FROM unnest(
         $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
-        $7::uuid[], $8::text[], $9::text[]
+        $7::uuid[], $8::text[], $9::jsonb[]
     ) AS n(
         fsm_type, entity_id, from_state, to_state, action, transitioned_at, event_id,
         correlation_id, metadata
@@ -445,7 +418,8 @@ WITH n AS (
         (h.metadata->>'event_id')::uuid AS event_id
     FROM intelligence.fsm_state_history AS h
     WHERE (h.fsm_type, h.entity_id) IN (SELECT DISTINCT n.fsm_type, n.entity_id FROM n)
-        AND h.metadata->>'event_id' ~ '{_UUID_PATTERN}'
+        AND h.metadata->>'event_id'
+            ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
     UNION ALL
     SELECT NULL, n.fsm_type, n.entity_id, n.transitioned_at, n.event_id FROM n
 ), lagged AS (
@@ -466,14 +440,20 @@ INSERT INTO intelligence.fsm_state_history (
     correlation_id, metadata, success, partition_key
 )
 SELECT n.fsm_type, n.entity_id, n.from_state, n.to_state, n.action, n.transitioned_at,
-    lagged.duration_ms, n.correlation_id, n.metadata::jsonb, TRUE,
+    lagged.duration_ms, n.correlation_id, n.metadata, TRUE,
     (n.transitioned_at AT TIME ZONE 'UTC')::date
 FROM n JOIN lagged ON lagged.id IS NULL AND lagged.event_id = n.event_id
 ORDER BY n.fsm_type, n.entity_id, n.transitioned_at, n.event_id
-"""
+""",
+    name="intelligence_fsm.insert_history",
+)
 
 
-# --- the FSM batch reduced to one input row per entity ---------------------------------------
+# --- the batch reduced to one input row per entity -------------------------------------------
+
+
+def _acquire_order(item: Item[LeaseAcquired]) -> tuple[int, datetime, UUID]:
+    return (item.payload.lease_epoch, item.event.at, item.event.event_id)
 
 
 @dataclass
@@ -486,86 +466,98 @@ class _EntityInput:
     top: Item[LeaseAcquired] | None = None
     released: set[tuple[str, int]] = field(default_factory=set)
 
-    def lease_part(self) -> dict[str, Any] | None:
-        """The batch's own lease bookkeeping (SQL normalises and merges it)."""
-        if self.first_lease_at is None:
-            return None
-        top = None
-        if self.top is not None:
-            acquired = self.top.payload
-            top = {
-                "lease_id": acquired.lease_id,
-                "lease_epoch": acquired.lease_epoch,
-                "lease_expires_at": acquired.lease_expires_at.isoformat()
-                if acquired.lease_expires_at is not None
-                else None,
-                "event_at": self.top.event.at.isoformat(),
-                "event_id": str(self.top.event.event_id),
-            }
-        return {"top": top, "released": [list(pair) for pair in sorted(self.released)]}
-
-
-def _acquire_order(item: Item[LeaseAcquired]) -> tuple[int, datetime, UUID]:
-    return (item.payload.lease_epoch, item.event.at, item.event.event_id)
-
-
-def _reduce_fsm(items: Sequence[Item[FsmFact]]) -> dict[tuple[str, str], _EntityInput]:
-    entities: dict[tuple[str, str], _EntityInput] = {}
-    for item in items:
+    def add(self, item: Item[FsmFact]) -> None:
         fact = item.payload
         at = item.event.at
-        row = entities.get((fact.fsm_type, fact.entity_id))
-        if row is None:
-            row = entities[(fact.fsm_type, fact.entity_id)] = _EntityInput(first_at=at)
-        row.first_at = min(row.first_at, at)
+        self.first_at = min(self.first_at, at)
         if isinstance(fact, FsmTransition):
-            if row.transition is None or item.event.order_key > row.transition.event.order_key:
-                row.transition = Item(item.event, fact)
-            continue
-        row.first_lease_at = at if row.first_lease_at is None else min(row.first_lease_at, at)
+            if self.transition is None or item.event.order_key > self.transition.event.order_key:
+                self.transition = Item(item.event, fact)
+            return
+        self.first_lease_at = at if self.first_lease_at is None else min(self.first_lease_at, at)
         if isinstance(fact, LeaseAcquired):
             acquired = Item(item.event, fact)
-            if row.top is None or _acquire_order(acquired) > _acquire_order(row.top):
-                row.top = acquired
+            if self.top is None or _acquire_order(acquired) > _acquire_order(self.top):
+                self.top = acquired
         else:
-            row.released.add((fact.lease_id, fact.lease_epoch))
-    return entities
+            self.released.add((fact.lease_id, fact.lease_epoch))
+
+    def state_columns(self, fsm_type: str) -> dict[str, Any]:
+        """The state columns as the batch's newest transition sets them, else a placeholder's."""
+        transition = self.transition
+        if transition is None:
+            return {
+                "current_state": FSM_DEFINITIONS[fsm_type].initial,
+                "previous_state": None,
+                "transition_timestamp": self.first_lease_at,
+                "transition_event_id": None,
+                "metadata": None,
+            }
+        return {
+            "current_state": transition.payload.to_state,
+            "previous_state": transition.payload.from_state,
+            "transition_timestamp": transition.event.at,
+            "transition_event_id": transition.event.event_id,
+            "metadata": jsonb(transition.payload.state_metadata),
+        }
+
+    def lease_columns(self) -> dict[str, Any]:
+        """The batch's own lease state (the SQL merges it with the stored one): its top
+        acquire, the releases at or above the top's epoch, and the lease columns they give."""
+        top = self.top.payload if self.top else None
+        released = sorted(p for p in self.released if top is None or p[1] >= top.lease_epoch)
+        held = top if top and (top.lease_id, top.lease_epoch) not in self.released else None
+        return {
+            "lease_id": held.lease_id if held else None,
+            "lease_epoch": held.lease_epoch if held else None,
+            "lease_expires_at": held.lease_expires_at if held else None,
+            "lease_event_at": self.top.event.at if self.top else None,
+            "lease_event_id": self.top.event.event_id if self.top else None,
+            "lease_top_id": top.lease_id if top else None,
+            "lease_top_epoch": top.lease_epoch if top else None,
+            "lease_top_expires_at": top.lease_expires_at if top else None,
+            "lease_released": jsonb([{"lease_id": i, "lease_epoch": e} for i, e in released])
+            if released
+            else None,
+        }
 
 
-def _fsm_state_columns(entities: dict[tuple[str, str], _EntityInput]) -> list[list[Any]]:
-    rows: list[list[Any]] = []
-    for (fsm_type, entity_id), row in sorted(entities.items()):
-        transition = row.transition
-        values: list[Any] = [
-            fsm_state_id(fsm_type, entity_id),
-            fsm_type,
-            entity_id,
-            transition.payload.to_state if transition else FSM_DEFINITIONS[fsm_type].initial,
-            transition.payload.from_state if transition else None,
-            transition.event.at if transition else row.first_lease_at,
-            transition.event.event_id if transition else None,
-            jsonb(transition.payload.state_metadata) if transition else None,
-            jsonb(row.lease_part()),
-            row.first_at,
-        ]
-        rows.append(values)
-    return as_columns(rows, width=10)
-
-
-def _history_columns(transitions: list[Item[FsmTransition]]) -> list[list[Any]]:
+def _fsm_state_rows(items: Sequence[Item[FsmFact]]) -> list[dict[str, Any]]:
+    entities: dict[tuple[str, str], _EntityInput] = {}
+    for item in items:
+        key = (item.payload.fsm_type, item.payload.entity_id)
+        entity = entities.get(key)
+        if entity is None:
+            entity = entities[key] = _EntityInput(first_at=item.event.at)
+        entity.add(item)
     return [
-        [t.payload.fsm_type for t in transitions],
-        [t.payload.entity_id for t in transitions],
-        [t.payload.from_state for t in transitions],
-        [t.payload.to_state for t in transitions],
-        [t.payload.action for t in transitions],
-        [t.event.at for t in transitions],
-        [t.event.event_id for t in transitions],
-        [t.payload.correlation_id for t in transitions],
-        [
-            jsonb({**t.payload.state_metadata, "event_id": str(t.event.event_id)})
-            for t in transitions
-        ],
+        {
+            "id": fsm_state_id(fsm_type, entity_id),
+            "fsm_type": fsm_type,
+            "entity_id": entity_id,
+            **entity.state_columns(fsm_type),
+            **entity.lease_columns(),
+            "created_at": entity.first_at,
+        }
+        for (fsm_type, entity_id), entity in sorted(entities.items())
+    ]
+
+
+def _history_rows(items: Sequence[Item[FsmFact]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "fsm_type": fact.fsm_type,
+            "entity_id": fact.entity_id,
+            "from_state": fact.from_state,
+            "to_state": fact.to_state,
+            "action": fact.action,
+            "transitioned_at": item.event.at,
+            "event_id": item.event.event_id,
+            "correlation_id": fact.correlation_id,
+            "metadata": jsonb({**fact.state_metadata, "event_id": str(item.event.event_id)}),
+        }
+        for item in items
+        if isinstance(fact := item.payload, FsmTransition)
     ]
 
 
@@ -586,14 +578,12 @@ class IntelligenceFsmHandler:
 
     async def apply(self, conn: asyncpg.Connection, items: Sequence[Item[FsmFact]]) -> None:
         # Before any fsm_state write: a placeholder insert would fire the trigger too.
-        await conn.execute(_SINK_WRITES_HISTORY)
-        entities = _reduce_fsm(items)
-        await conn.execute(_UPSERT_FSM_STATE, *_fsm_state_columns(entities))
-        transitions = [
-            Item(i.event, i.payload) for i in items if isinstance(i.payload, FsmTransition)
-        ]
-        if transitions:
-            await conn.execute(_INSERT_HISTORY, *_history_columns(transitions))
+        await conn.execute(_SINK_WRITES_HISTORY.sql)
+        rows = _fsm_state_rows(items)
+        await conn.execute(_UPSERT_FSM_STATE.sql, *_UPSERT_FSM_STATE.args(rows))
+        history = _history_rows(items)
+        if history:
+            await conn.execute(_INSERT_HISTORY.sql, *_INSERT_HISTORY.args(history))
 
 
 INTELLIGENCE_FSM: Final = IntelligenceFsmHandler()

@@ -163,14 +163,16 @@ async def test_transition_writes_state_and_one_history_row(db: asyncpg.Connectio
     assert row["previous_state"] == "RECEIVED"
     assert row["transition_timestamp"] == at(1)
     assert row["transition_event_id"] == event.event_id
-    # The producer's key named like the sink's bookkeeping is dropped; a non-UUID correlation
-    # is kept as sent.
+    # The producer's key named like the sink's former bookkeeping is plain data and spoofs no
+    # lease; a non-UUID correlation is kept as sent.
     assert js(row["metadata"]) == {
         "worker": "w-1",
+        "omnisink_lease": "spoofed",
         "last_action": "START_PROCESSING",
         "correlation_id": "req-42",
     }
     assert (row["lease_id"], row["lease_epoch"], row["lease_expires_at"]) == (None, None, None)
+    assert (row["lease_event_id"], row["lease_top_id"], row["lease_released"]) == (None, None, None)
     assert row["created_at"] == at(1)
 
     [h] = await history(db, "INGESTION", "doc_123")
@@ -184,6 +186,7 @@ async def test_transition_writes_state_and_one_history_row(db: asyncpg.Connectio
     assert h["correlation_id"] == "req-42"
     assert js(h["metadata"]) == {
         "worker": "w-1",
+        "omnisink_lease": "spoofed",
         "last_action": "START_PROCESSING",
         "correlation_id": "req-42",
         "event_id": str(event.event_id),
@@ -546,7 +549,8 @@ async def test_lease_placeholder_then_transition(db: asyncpg.Connection) -> None
     metadata = js(row["metadata"])
     assert metadata["k"] == "v"
     assert metadata["last_action"] == "ADVANCE_TO_MATCHING"
-    assert metadata["omnisink_lease"]["top"]["lease_id"] == "L1"
+    assert row["lease_top_id"] == "L1"
+    assert "omnisink_lease" not in metadata
     [h] = await history(db, "PATTERN_LEARNING", "p")
     assert "omnisink_lease" not in js(h["metadata"])
 
@@ -998,7 +1002,9 @@ def scenarios(draw: st.DrawFn) -> list[Event]:
 SNAPSHOTS = {
     "fsm_state": """
         SELECT id, fsm_type, entity_id, current_state, previous_state, transition_timestamp,
-            transition_event_id, metadata, lease_id, lease_epoch, lease_expires_at, created_at
+            transition_event_id, metadata, lease_id, lease_epoch, lease_expires_at, created_at,
+            lease_event_at, lease_event_id, lease_top_id, lease_top_epoch, lease_top_expires_at,
+            lease_released::text
         FROM intelligence.fsm_state ORDER BY fsm_type, entity_id
     """,
     "fsm_state_history": """
