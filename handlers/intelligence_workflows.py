@@ -18,10 +18,11 @@ Decisions (event contract sections 3 and 4):
   STARTED), output_results, error_message and failed_step together, so a retried workflow
   shows its final attempt. STEP_COMPLETED does not compete for status: it adds its step to
   completed_steps (distinct, sorted by code point) and the newest step event sets current_step.
-  Which STARTED and which step event won is kept in ``metadata.omnisink`` ({"started": {at,
-  id}, "step": {at, id}}): the table has no ordering columns for those aspects. duration_ms is
-  the seed's trigger's (completed_at - started_at, recomputed when started_at arrives later and
-  moves earlier); the sink sets it NULL when a newer STARTED clears completed_at.
+  Which STARTED and which step event won is kept in columns of the sink's own (migration 020),
+  started_event_at / started_event_id and step_event_at / step_event_id; metadata is not the
+  sink's (it writes none). duration_ms is the seed's trigger's (completed_at - started_at,
+  recomputed when started_at arrives later and moves earlier); the sink sets it NULL when a
+  newer STARTED clears completed_at.
 - **Payloads**: keys by the names the omniintelligence models use: step | step_name; results |
   output_results | output; error | error_message (anything but a string is kept as JSON text);
   failed_step | step; input_payload | input | input_data, else the STARTED payload minus its
@@ -40,18 +41,18 @@ import orjson
 from pydantic import AfterValidator, AliasChoices, Field, StringConstraints
 
 from handlers import fields
-from handlers.base import Event, Item, as_columns, jsonb
+from handlers.base import Event, Item, jsonb
 from handlers.envelope import EventType
 from handlers.intelligence_fields import EntityId, Payload, correlation_text, validate
+from handlers.sql import Unnest
 
 # Column limits (migration 016).
 WORKFLOW_ID_MAX_CHARS: Final = 255
 OPERATION_TYPE_MAX_CHARS: Final = 50
 STEP_MAX_CHARS: Final = 100
 
-# workflow_executions.metadata key holding which STARTED / step event won.
-WORKFLOW_KEY: Final = "omnisink"
-
+# A placeholder's stand-ins until a STARTED arrives (module docstring); _UPSERT_WORKFLOWS
+# spells them too.
 UNKNOWN_OPERATION_TYPE: Final = "UNKNOWN"
 UNKNOWN_ENTITY_ID: Final = ""
 
@@ -189,130 +190,116 @@ def parse_workflow(event: Event) -> WorkflowFact:
     raise ValueError(f"not an intelligence workflow event type: {kind}")
 
 
-# --- SQL: workflow_executions ----------------------------------------------------------------
+# --- SQL -------------------------------------------------------------------------------------
 
-
-def _event_order(pair: str) -> str:
-    return f"(({pair}->>'at')::timestamptz, ({pair}->>'id')::uuid)"
-
-
-def _fill_stand_in(column: str, stand_in: str) -> str:
-    """SQL: a placeholder's value merged with a child's: a real value beats the stand-in, and
-    the least (code point order, as Python's min) of two real values wins: commutative and
-    associative, so the children's arrival order does not show."""
-    return f"""CASE
-            WHEN t.{column} = {stand_in} THEN excluded.{column}
-            WHEN excluded.{column} = {stand_in} THEN t.{column}
-            ELSE LEAST(t.{column} COLLATE "C", excluded.{column} COLLATE "C")
-        END"""
-
-
-def _started_fact(column: str, stand_in: str) -> str:
-    return f"""CASE
-            WHEN f.started_wins THEN excluded.{column}
-            WHEN f.stored_started IS NOT NULL THEN t.{column}
-            ELSE {_fill_stand_in(column, stand_in)}
-        END"""
-
-
-def _sorted_steps(*arrays: str) -> str:
-    """SQL: the distinct step names of JSON arrays, sorted by code point, as a JSON array."""
-    elements = "\n                UNION ".join(
-        f"SELECT jsonb_array_elements_text(COALESCE({a}, '[]'::jsonb))" for a in arrays
-    )
-    return f"""(
-            SELECT COALESCE(jsonb_agg(s.step ORDER BY s.step COLLATE "C"), '[]'::jsonb)
-            FROM ({elements}) AS s(step)
-        )"""
-
-
-_STATUS_WINS: Final = """(excluded.state_event_id IS NOT NULL
-            AND (t.state_event_id IS NULL
-                OR (excluded.state_event_at, excluded.state_event_id)
-                    > (t.state_event_at, t.state_event_id)))"""
-
-# One row per workflow of the batch (reduced in Python). duration_ms is the seed's trigger's
-# whenever completed_at is set; it is cleared here when a newer STARTED clears completed_at,
-# which the trigger leaves alone.
-_UPSERT_WORKFLOWS: Final = f"""
-WITH i AS (
-    SELECT *
-    FROM unnest(
-        $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-        $8::timestamptz[], $9::timestamptz[], $10::text[], $11::text[], $12::text[],
-        $13::text[], $14::text[], $15::timestamptz[], $16::timestamptz[], $17::uuid[]
-    ) AS i(
-        workflow_id, operation_type, entity_id, status, current_step, completed_steps,
-        failed_step, started_at, completed_at, correlation_id, input_payload, output_results,
-        error_message, metadata, created_at, state_event_at, state_event_id
-    )
-)
+# One row per workflow of the batch (reduced in Python). On conflict each aspect's columns are
+# those of the row, stored or the batch's (``excluded``), whose event wins it (``s``): the
+# first STARTED, the newest step event, the newest status event. A placeholder's stand-ins
+# give way to a child's value, and of two children's values the least (code point order, as
+# the batch's own reduction in Python) wins: commutative and associative, so the children's
+# arrival order does not show. duration_ms is the seed's trigger's whenever completed_at is
+# set; it is cleared here when a newer STARTED clears completed_at, which the trigger leaves
+# alone.
+_UPSERT_WORKFLOWS: Final = Unnest(
+    """
 INSERT INTO intelligence.workflow_executions AS t (
     workflow_id, operation_type, entity_id, status, current_step, completed_steps,
     failed_step, started_at, completed_at, correlation_id, input_payload, output_results,
-    error_message, metadata, created_at, state_event_at, state_event_id
+    error_message, created_at, state_event_at, state_event_id, started_event_at,
+    started_event_id, step_event_at, step_event_id
 )
-SELECT i.workflow_id, i.operation_type, i.entity_id, i.status, i.current_step,
-    {_sorted_steps("i.completed_steps::jsonb")},
-    i.failed_step, i.started_at, i.completed_at, i.correlation_id, i.input_payload::jsonb,
-    i.output_results::jsonb, i.error_message, i.metadata::jsonb, i.created_at,
-    i.state_event_at, i.state_event_id
-FROM i
-ORDER BY i.workflow_id
+SELECT *
+FROM unnest(
+    $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::text[],
+    $8::timestamptz[], $9::timestamptz[], $10::text[], $11::jsonb[], $12::jsonb[],
+    $13::text[], $14::timestamptz[], $15::timestamptz[], $16::uuid[], $17::timestamptz[],
+    $18::uuid[], $19::timestamptz[], $20::uuid[]
+) AS v(
+    workflow_id, operation_type, entity_id, status, current_step, completed_steps,
+    failed_step, started_at, completed_at, correlation_id, input_payload, output_results,
+    error_message, created_at, state_event_at, state_event_id, started_event_at,
+    started_event_id, step_event_at, step_event_id
+)
+ORDER BY v.workflow_id
 ON CONFLICT (workflow_id) DO UPDATE SET (
-    operation_type, entity_id, correlation_id, input_payload, started_at, status,
-    completed_at, duration_ms, output_results, error_message, failed_step, state_event_at,
-    state_event_id, current_step, completed_steps, metadata, created_at
+    operation_type, entity_id, correlation_id, input_payload, started_event_at,
+    started_event_id
 ) = (
     SELECT
-        {_started_fact("operation_type", f"'{UNKNOWN_OPERATION_TYPE}'")},
-        {_started_fact("entity_id", f"'{UNKNOWN_ENTITY_ID}'")},
-        {_started_fact("correlation_id", "t.workflow_id")},
-        CASE WHEN f.started_wins THEN excluded.input_payload ELSE t.input_payload END,
-        LEAST(t.started_at, excluded.started_at),
-        CASE WHEN f.status_wins THEN excluded.status ELSE t.status END,
-        CASE WHEN f.status_wins THEN excluded.completed_at ELSE t.completed_at END,
-        CASE WHEN f.status_wins AND excluded.completed_at IS NULL THEN NULL
-            ELSE t.duration_ms END,
-        CASE WHEN f.status_wins THEN excluded.output_results ELSE t.output_results END,
-        CASE WHEN f.status_wins THEN excluded.error_message ELSE t.error_message END,
-        CASE WHEN f.status_wins THEN excluded.failed_step ELSE t.failed_step END,
-        CASE WHEN f.status_wins THEN excluded.state_event_at ELSE t.state_event_at END,
-        CASE WHEN f.status_wins THEN excluded.state_event_id ELSE t.state_event_id END,
-        CASE WHEN f.step_wins THEN excluded.current_step ELSE t.current_step END,
-        {_sorted_steps("t.completed_steps", "excluded.completed_steps")},
-        jsonb_build_object('{WORKFLOW_KEY}', jsonb_strip_nulls(jsonb_build_object(
-            'started',
-            CASE WHEN f.started_wins THEN f.incoming_started ELSE f.stored_started END,
-            'step', CASE WHEN f.step_wins THEN f.incoming_step ELSE f.stored_step END
-        ))),
-        LEAST(t.created_at, excluded.created_at)
+        CASE WHEN s.started_event_id IS NOT NULL THEN s.operation_type
+            ELSE COALESCE(known.operation_type, 'UNKNOWN') END,
+        CASE WHEN s.started_event_id IS NOT NULL THEN s.entity_id
+            ELSE COALESCE(known.entity_id, '') END,
+        CASE WHEN s.started_event_id IS NOT NULL THEN s.correlation_id
+            ELSE COALESCE(known.correlation_id, t.workflow_id) END,
+        s.input_payload, s.started_event_at, s.started_event_id
     FROM (
-        SELECT p.*,
-            -- The first STARTED supplies the facts (started_at is the LEAST anyway).
-            p.incoming_started IS NOT NULL AND (p.stored_started IS NULL
-                OR {_event_order("p.incoming_started")} < {_event_order("p.stored_started")})
-                AS started_wins,
-            p.incoming_step IS NOT NULL AND (p.stored_step IS NULL
-                OR {_event_order("p.incoming_step")} > {_event_order("p.stored_step")})
-                AS step_wins,
-            {_STATUS_WINS} AS status_wins
-        FROM (
-            SELECT t.metadata->'{WORKFLOW_KEY}'->'started' AS stored_started,
-                excluded.metadata->'{WORKFLOW_KEY}'->'started' AS incoming_started,
-                t.metadata->'{WORKFLOW_KEY}'->'step' AS stored_step,
-                excluded.metadata->'{WORKFLOW_KEY}'->'step' AS incoming_step
-        ) AS p
-    ) AS f
+        -- The first STARTED supplies the facts: the stored one unless it is newer.
+        SELECT (CASE
+            WHEN excluded.started_event_id IS NOT NULL AND (
+                t.started_event_id IS NULL
+                OR omnisink.newer(
+                    t.started_event_at, t.started_event_id,
+                    excluded.started_event_at, excluded.started_event_id
+                )
+            ) THEN excluded
+            ELSE t
+        END).*
+    ) AS s, (
+        -- Before any STARTED: the children's values, a stand-in counting as none.
+        SELECT
+            LEAST(NULLIF(t.operation_type, 'UNKNOWN') COLLATE "C",
+                NULLIF(excluded.operation_type, 'UNKNOWN') COLLATE "C") AS operation_type,
+            LEAST(NULLIF(t.entity_id, '') COLLATE "C",
+                NULLIF(excluded.entity_id, '') COLLATE "C") AS entity_id,
+            LEAST(NULLIF(t.correlation_id, t.workflow_id) COLLATE "C",
+                NULLIF(excluded.correlation_id, t.workflow_id) COLLATE "C") AS correlation_id
+    ) AS known
+), (
+    status, completed_at, duration_ms, output_results, error_message, failed_step,
+    state_event_at, state_event_id
+) = (
+    SELECT s.status, s.completed_at,
+        CASE WHEN w.wins AND s.completed_at IS NULL THEN NULL ELSE t.duration_ms END,
+        s.output_results, s.error_message, s.failed_step, s.state_event_at, s.state_event_id
+    FROM (
+        SELECT excluded.state_event_id IS NOT NULL AND omnisink.newer(
+            excluded.state_event_at, excluded.state_event_id,
+            t.state_event_at, t.state_event_id
+        ) AS wins
+    ) AS w, LATERAL (SELECT (CASE WHEN w.wins THEN excluded ELSE t END).*) AS s
+), (current_step, step_event_at, step_event_id) = (
+    SELECT s.current_step, s.step_event_at, s.step_event_id
+    FROM (
+        SELECT (CASE
+            WHEN excluded.step_event_id IS NOT NULL AND omnisink.newer(
+                excluded.step_event_at, excluded.step_event_id,
+                t.step_event_at, t.step_event_id
+            ) THEN excluded
+            ELSE t
+        END).*
+    ) AS s
+),
+completed_steps = (
+    SELECT COALESCE(jsonb_agg(s.step ORDER BY s.step COLLATE "C"), '[]'::jsonb)
+    FROM (
+        SELECT jsonb_array_elements_text(COALESCE(t.completed_steps, '[]'::jsonb))
+        UNION
+        SELECT jsonb_array_elements_text(COALESCE(excluded.completed_steps, '[]'::jsonb))
+    ) AS s(step)
+),
+started_at = LEAST(t.started_at, excluded.started_at),
+created_at = LEAST(t.created_at, excluded.created_at)
+""",
+    name="intelligence_workflows.upsert_workflows",
 )
-"""
 
 
-# --- the workflow batch reduced to one input row per workflow --------------------------------
+# --- the batch reduced to one input row per workflow -----------------------------------------
 
 
 def _least_known(held: str | None, value: str | None) -> str | None:
-    # The same rule as _fill_stand_in: min() compares code points, as COLLATE "C" does.
+    # The SQL's rule for stand-ins: min() compares code points, as COLLATE "C" does.
     if value is None:
         return held
     return value if held is None else min(held, value)
@@ -351,23 +338,6 @@ class _WorkflowInput:
             self.status = item
 
 
-def _reduce_workflows(items: Sequence[Item[WorkflowFact]]) -> dict[str, _WorkflowInput]:
-    workflows: dict[str, _WorkflowInput] = {}
-    for item in items:
-        workflow_id = item.payload.workflow_id
-        row = workflows.get(workflow_id)
-        if row is None:
-            row = workflows[workflow_id] = _WorkflowInput(first_at=item.event.at)
-        row.add(item)
-    return workflows
-
-
-def _event_pair(item: Item[WorkflowFact] | None) -> dict[str, str] | None:
-    if item is None:
-        return None
-    return {"at": item.event.at.isoformat(), "id": str(item.event.event_id)}
-
-
 _STATUS_OF: Final[Mapping[WorkflowKind, str]] = {
     "STARTED": "RUNNING",
     "COMPLETED": "COMPLETED",
@@ -375,49 +345,52 @@ _STATUS_OF: Final[Mapping[WorkflowKind, str]] = {
 }
 
 
-def _workflow_columns(workflows: dict[str, _WorkflowInput]) -> list[list[Any]]:
-    rows: list[list[Any]] = []
-    for workflow_id, row in sorted(workflows.items()):
-        started = row.started.payload if row.started else None
-        status = row.status.payload if row.status else None
-        terminal = status if status is not None and status.kind != "STARTED" else None
-        bookkeeping = {
-            key: value
-            for key, value in (
-                ("started", _event_pair(row.started)),
-                ("step", _event_pair(row.step)),
-            )
-            if value is not None
-        }
-        if started is not None:
-            operation_type = started.operation_type
-            entity_id = started.entity_id
-            correlation_id = started.correlation_id or workflow_id
-        else:
-            operation_type = row.any_operation_type or UNKNOWN_OPERATION_TYPE
-            entity_id = row.any_entity_id or UNKNOWN_ENTITY_ID
-            correlation_id = row.any_correlation_id or workflow_id
-        values: list[Any] = [
-            workflow_id,
-            operation_type,
-            entity_id,
-            _STATUS_OF[status.kind] if status is not None else "RUNNING",
-            row.step.payload.step if row.step else None,
-            jsonb(sorted(row.steps)),
-            terminal.failed_step if terminal else None,
-            row.first_at,
-            row.status.event.at if row.status and terminal else None,
-            correlation_id,
-            jsonb(started.input_payload) if started else None,
-            jsonb(terminal.output_results) if terminal else None,
-            terminal.error_message if terminal else None,
-            jsonb({WORKFLOW_KEY: bookkeeping}),
-            row.first_at,
-            row.status.event.at if row.status else None,
-            row.status.event.event_id if row.status else None,
-        ]
-        rows.append(values)
-    return as_columns(rows, width=17)
+def _workflow_row(workflow_id: str, row: _WorkflowInput) -> dict[str, Any]:
+    started = row.started.payload if row.started else None
+    status = row.status.payload if row.status else None
+    terminal = status if status is not None and status.kind != "STARTED" else None
+    if started is not None:
+        operation_type = started.operation_type
+        entity_id = started.entity_id
+        correlation_id = started.correlation_id or workflow_id
+    else:
+        operation_type = row.any_operation_type or UNKNOWN_OPERATION_TYPE
+        entity_id = row.any_entity_id or UNKNOWN_ENTITY_ID
+        correlation_id = row.any_correlation_id or workflow_id
+    return {
+        "workflow_id": workflow_id,
+        "operation_type": operation_type,
+        "entity_id": entity_id,
+        "status": _STATUS_OF[status.kind] if status is not None else "RUNNING",
+        "current_step": row.step.payload.step if row.step else None,
+        # Sorted by code point, as the SQL sorts them on conflict (COLLATE "C").
+        "completed_steps": jsonb(sorted(row.steps)),
+        "failed_step": terminal.failed_step if terminal else None,
+        "started_at": row.first_at,
+        "completed_at": row.status.event.at if row.status and terminal else None,
+        "correlation_id": correlation_id,
+        "input_payload": jsonb(started.input_payload) if started else None,
+        "output_results": jsonb(terminal.output_results) if terminal else None,
+        "error_message": terminal.error_message if terminal else None,
+        "created_at": row.first_at,
+        "state_event_at": row.status.event.at if row.status else None,
+        "state_event_id": row.status.event.event_id if row.status else None,
+        "started_event_at": row.started.event.at if row.started else None,
+        "started_event_id": row.started.event.event_id if row.started else None,
+        "step_event_at": row.step.event.at if row.step else None,
+        "step_event_id": row.step.event.event_id if row.step else None,
+    }
+
+
+def _workflow_rows(items: Sequence[Item[WorkflowFact]]) -> list[dict[str, Any]]:
+    workflows: dict[str, _WorkflowInput] = {}
+    for item in items:
+        workflow_id = item.payload.workflow_id
+        row = workflows.get(workflow_id)
+        if row is None:
+            row = workflows[workflow_id] = _WorkflowInput(first_at=item.event.at)
+        row.add(item)
+    return [_workflow_row(workflow_id, row) for workflow_id, row in sorted(workflows.items())]
 
 
 class IntelligenceWorkflowsHandler:
@@ -437,8 +410,8 @@ class IntelligenceWorkflowsHandler:
         return parse_workflow(event)
 
     async def apply(self, conn: asyncpg.Connection, items: Sequence[Item[WorkflowFact]]) -> None:
-        workflows = _reduce_workflows(items)
-        await conn.execute(_UPSERT_WORKFLOWS, *_workflow_columns(workflows))
+        rows = _workflow_rows(items)
+        await conn.execute(_UPSERT_WORKFLOWS.sql, *_UPSERT_WORKFLOWS.args(rows))
 
 
 INTELLIGENCE_WORKFLOWS: Final = IntelligenceWorkflowsHandler()

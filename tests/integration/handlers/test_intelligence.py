@@ -588,9 +588,9 @@ async def test_workflow_started(db: asyncpg.Connection) -> None:
     assert row["retry_count"] == 0
     assert (row["state_event_at"], row["state_event_id"]) == (at(1), started.event_id)
     assert row["created_at"] == at(1)
-    assert js(row["metadata"]) == {
-        "omnisink": {"started": {"at": at(1).isoformat(), "id": str(started.event_id)}}
-    }
+    assert (row["started_event_at"], row["started_event_id"]) == (at(1), started.event_id)
+    assert (row["step_event_at"], row["step_event_id"]) == (None, None)
+    assert row["metadata"] is None
 
 
 async def test_workflow_without_correlation_uses_its_id_and_keeps_the_rest_as_input(
@@ -1017,7 +1017,7 @@ SNAPSHOTS = {
         SELECT workflow_id, operation_type, entity_id, status, current_step, completed_steps,
             failed_step, started_at, completed_at, duration_ms, correlation_id, input_payload,
             output_results, error_message, retry_count, metadata, created_at, state_event_at,
-            state_event_id
+            state_event_id, started_event_at, started_event_id, step_event_at, step_event_id
         FROM intelligence.workflow_executions ORDER BY workflow_id
     """,
 }
