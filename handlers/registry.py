@@ -13,7 +13,8 @@ from typing import Any
 from handlers.base import Handler
 from handlers.bridge_states import BRIDGE_STATES
 from handlers.envelope import Envelope, EventType
-from handlers.intelligence import INTELLIGENCE_FSM, INTELLIGENCE_WORKFLOWS
+from handlers.intelligence_fsm import INTELLIGENCE_FSM
+from handlers.intelligence_workflows import INTELLIGENCE_WORKFLOWS
 from handlers.nodes import NODES
 from handlers.stamps import STAMPS
 from handlers.workflows import WORKFLOWS

@@ -17,11 +17,8 @@ from hypothesis import strategies as st
 from consumer.store import batch
 from handlers.base import Event
 from handlers.envelope import FOREIGN_ID_NAMESPACE, Envelope
-from handlers.intelligence import (
-    FSM_DEFINITIONS,
-    INTELLIGENCE_FSM,
-    INTELLIGENCE_WORKFLOWS,
-)
+from handlers.intelligence_fsm import FSM_DEFINITIONS, INTELLIGENCE_FSM
+from handlers.intelligence_workflows import INTELLIGENCE_WORKFLOWS
 from tests.integration.handlers import support
 from tests.integration.handlers.support import js
 
@@ -166,14 +163,16 @@ async def test_transition_writes_state_and_one_history_row(db: asyncpg.Connectio
     assert row["previous_state"] == "RECEIVED"
     assert row["transition_timestamp"] == at(1)
     assert row["transition_event_id"] == event.event_id
-    # The producer's key named like the sink's bookkeeping is dropped; a non-UUID correlation
-    # is kept as sent.
+    # The producer's key named like the sink's former bookkeeping is plain data and spoofs no
+    # lease; a non-UUID correlation is kept as sent.
     assert js(row["metadata"]) == {
         "worker": "w-1",
+        "omnisink_lease": "spoofed",
         "last_action": "START_PROCESSING",
         "correlation_id": "req-42",
     }
     assert (row["lease_id"], row["lease_epoch"], row["lease_expires_at"]) == (None, None, None)
+    assert (row["lease_event_id"], row["lease_top_id"], row["lease_released"]) == (None, None, None)
     assert row["created_at"] == at(1)
 
     [h] = await history(db, "INGESTION", "doc_123")
@@ -187,6 +186,7 @@ async def test_transition_writes_state_and_one_history_row(db: asyncpg.Connectio
     assert h["correlation_id"] == "req-42"
     assert js(h["metadata"]) == {
         "worker": "w-1",
+        "omnisink_lease": "spoofed",
         "last_action": "START_PROCESSING",
         "correlation_id": "req-42",
         "event_id": str(event.event_id),
@@ -549,7 +549,8 @@ async def test_lease_placeholder_then_transition(db: asyncpg.Connection) -> None
     metadata = js(row["metadata"])
     assert metadata["k"] == "v"
     assert metadata["last_action"] == "ADVANCE_TO_MATCHING"
-    assert metadata["omnisink_lease"]["top"]["lease_id"] == "L1"
+    assert row["lease_top_id"] == "L1"
+    assert "omnisink_lease" not in metadata
     [h] = await history(db, "PATTERN_LEARNING", "p")
     assert "omnisink_lease" not in js(h["metadata"])
 
@@ -587,9 +588,9 @@ async def test_workflow_started(db: asyncpg.Connection) -> None:
     assert row["retry_count"] == 0
     assert (row["state_event_at"], row["state_event_id"]) == (at(1), started.event_id)
     assert row["created_at"] == at(1)
-    assert js(row["metadata"]) == {
-        "omnisink": {"started": {"at": at(1).isoformat(), "id": str(started.event_id)}}
-    }
+    assert (row["started_event_at"], row["started_event_id"]) == (at(1), started.event_id)
+    assert (row["step_event_at"], row["step_event_id"]) == (None, None)
+    assert row["metadata"] is None
 
 
 async def test_workflow_without_correlation_uses_its_id_and_keeps_the_rest_as_input(
@@ -1001,7 +1002,9 @@ def scenarios(draw: st.DrawFn) -> list[Event]:
 SNAPSHOTS = {
     "fsm_state": """
         SELECT id, fsm_type, entity_id, current_state, previous_state, transition_timestamp,
-            transition_event_id, metadata, lease_id, lease_epoch, lease_expires_at, created_at
+            transition_event_id, metadata, lease_id, lease_epoch, lease_expires_at, created_at,
+            lease_event_at, lease_event_id, lease_top_id, lease_top_epoch, lease_top_expires_at,
+            lease_released::text
         FROM intelligence.fsm_state ORDER BY fsm_type, entity_id
     """,
     "fsm_state_history": """
@@ -1014,7 +1017,7 @@ SNAPSHOTS = {
         SELECT workflow_id, operation_type, entity_id, status, current_step, completed_steps,
             failed_step, started_at, completed_at, duration_ms, correlation_id, input_payload,
             output_results, error_message, retry_count, metadata, created_at, state_event_at,
-            state_event_id
+            state_event_id, started_event_at, started_event_id, step_event_at, step_event_id
         FROM intelligence.workflow_executions ORDER BY workflow_id
     """,
 }
