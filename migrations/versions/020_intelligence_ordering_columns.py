@@ -29,13 +29,13 @@ makes; the duration trigger (016) only a change of started_at or completed_at, l
 
 
 Revision ID: 020
-Revises: 018
+Revises: 019
 """
 
 from alembic import op
 
 revision = "020"
-down_revision = "018"
+down_revision = "019"
 branch_labels = None
 depends_on = None
 
