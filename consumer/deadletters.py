@@ -50,7 +50,7 @@ class DeadLetter:
     def dlq_topic(self) -> str:
         return f"{self.record.topic}{DLQ_SUFFIX}"
 
-    def headers(self, group: str) -> list[tuple[str, bytes]]:
+    def headers(self, group: str) -> list[tuple[str, bytes | None]]:
         """The original headers, then Kafka Connect's error headers and the sink's own."""
         failed_at = (self.failed_at or datetime.now(UTC)).isoformat()
         added = {

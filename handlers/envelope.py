@@ -68,6 +68,9 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 # A NUL can only reach a decoded string through the escape `\u0000` (a raw 0x00 byte is a
 # control character orjson refuses), so this byte test is a cheap exact pre-filter.
 _NUL_ESCAPE = b"\\u0000"
+# The deepest nesting of objects and arrays an event may have: the sink re-encodes payloads
+# with orjson (which stops at 254 levels) and nests parts of them one or two levels deeper.
+MAX_NESTING = 200
 # Every integer literal outside the 64-bit range has at least 19 digits; a run that long is
 # rare, so only such values pay for the exact scan below. Masking digits to "0" and the rest
 # to " " with bytes.translate, then searching, is ~20x faster than a regex over small values.
@@ -343,6 +346,8 @@ def decode(value: bytes | None, *, max_bytes: int) -> Envelope:
         _reject_nul(obj)
     if _LONG_DIGIT_RUN in value.translate(_DIGIT_MASK):
         _reject_wide_ints(value, obj)
+    if value.count(b"[") + value.count(b"{") > MAX_NESTING:
+        _reject_deep(obj)
     try:
         return Envelope.from_wire(obj)
     except ValidationError as exc:
@@ -410,6 +415,23 @@ def _reject_nul(obj: dict[str, Any]) -> None:
                 stack.append((child, (*parts, key)))
         elif isinstance(node, list):
             stack.extend((child, (*parts, i)) for i, child in enumerate(node))
+
+
+def _reject_deep(obj: dict[str, Any]) -> None:
+    # Iterative, like _reject_nul; only called when the value has enough brackets to be deep.
+    stack: list[tuple[object, int]] = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise DecodeError(
+                "decode",
+                f"JSON nested deeper than {MAX_NESTING} levels: the sink cannot store it "
+                "(its JSON encoder stops at 254)",
+            )
+        if isinstance(node, dict):
+            stack.extend((child, depth + 1) for child in node.values())
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node)
 
 
 def _reject_wide_ints(value: bytes, obj: dict[str, Any]) -> None:

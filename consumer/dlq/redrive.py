@@ -25,10 +25,10 @@ REDRIVE_CHUNK = 500
 
 def redrive_headers(
     keys: Sequence[str], values: Sequence[bytes | None], dead_letter_id: int
-) -> list[tuple[str, bytes]]:
-    """The record's original headers plus ``omnisink.redrive.of`` (replacing an earlier one,
-    when a redriven record is redriven again)."""
-    kept = [(k, v or b"") for k, v in zip(keys, values, strict=True) if k != REDRIVE_HEADER]
+) -> list[tuple[str, bytes | None]]:
+    """The record's original headers (a null value stays null) plus ``omnisink.redrive.of``
+    (replacing an earlier one, when a redriven record is redriven again)."""
+    kept = [(k, v) for k, v in zip(keys, values, strict=True) if k != REDRIVE_HEADER]
     return [*kept, (REDRIVE_HEADER, str(dead_letter_id).encode())]
 
 

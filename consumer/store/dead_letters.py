@@ -51,25 +51,34 @@ async def insert(
         await conn.execute(INSERT.sql, *INSERT.args(rows, consumer_group=group))
 
 
+def _text(value: str) -> str:
+    """PostgreSQL text cannot hold NUL: it is stored as the six characters ``\\u0000`` (the
+    copy on ``<topic>.dlq`` keeps the original)."""
+    return value.replace("\x00", "\\u0000")
+
+
 def _row(d: DeadLetter, where: tuple[str, int, int] | None) -> dict[str, Any]:
     headers = d.record.headers or ()
     return {
-        "topic": d.record.topic,
+        "topic": _text(d.record.topic),
         "kafka_partition": d.record.partition,
         "kafka_offset": d.record.offset,
         "record_timestamp": _record_time(d.record),
         "record_key": d.record.key,
         "record_value": d.record.value,
-        "header_keys": _array_literal([k for k, _ in headers]),
-        "header_values": _array_literal(["\\x" + v.hex() for _, v in headers]),
+        "header_keys": _array_literal([_text(k) for k, _ in headers]),
+        # A null header value (legal in Kafka) stays NULL.
+        "header_values": _array_literal(
+            [None if v is None else "\\x" + v.hex() for _, v in headers]
+        ),
         "event_id": d.event_id,
-        "event_type": d.event_type[:_EVENT_TYPE_MAX_CHARS] if d.event_type else None,
+        "event_type": _text(d.event_type)[:_EVENT_TYPE_MAX_CHARS] if d.event_type else None,
         "error_kind": d.kind,
         "error_class": d.error_class,
-        "error_message": d.message,
-        "error_stacktrace": d.stacktrace,
+        "error_message": _text(d.message),
+        "error_stacktrace": _text(d.stacktrace) if d.stacktrace else None,
         "attempts": d.attempts,
-        "dlq_topic": d.dlq_topic,
+        "dlq_topic": _text(d.dlq_topic),
         "dlq_partition": where[1] if where else None,
         "dlq_offset": where[2] if where else None,
         "failed_at": d.failed_at or datetime.now(UTC),
@@ -82,7 +91,10 @@ def _record_time(record: ConsumerRecord[bytes, bytes]) -> datetime | None:
     return datetime.fromtimestamp(record.timestamp / 1000, UTC)
 
 
-def _array_literal(values: Sequence[str]) -> str:
-    """A PostgreSQL array literal of text (double-quoted, backslash-escaped)."""
-    quoted = ('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+def _array_literal(values: Sequence[str | None]) -> str:
+    """A PostgreSQL array literal of text (double-quoted, backslash-escaped; None is NULL)."""
+    quoted = (
+        "NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        for v in values
+    )
     return "{" + ",".join(quoted) + "}"

@@ -877,3 +877,21 @@ def test_property_valid_envelopes_round_trip(
     event = decode(raw, max_bytes=MAX_BYTES)
     assert event.model_dump() == expected
     assert event.event_timestamp.tzinfo is UTC
+
+
+def _nested(depth: int) -> bytes:
+    """An envelope whose payload holds arrays nested ``depth`` levels, as JSON text."""
+    inner = b"[" * depth + b"1" + b"]" * depth
+    return encode(minimal())[:-1] + b',"payload":{"deep":' + inner + b"}}"
+
+
+def test_nesting_the_sink_can_store_is_accepted() -> None:
+    event = decode(_nested(150), max_bytes=MAX_BYTES)
+    orjson.dumps(event.payload)  # the sink re-encodes it: must not hit the encoder's limit
+
+
+@pytest.mark.parametrize("depth", [260, 1000])
+def test_nesting_deeper_than_the_sink_can_store_is_refused(depth: int) -> None:
+    error = decode_error(_nested(depth))
+    assert error.kind == "decode"
+    assert "nested deeper than" in error.message
