@@ -40,21 +40,7 @@ from dev import sample
 from dev.services import running, start_kafka, start_postgres
 from handlers.base import Event
 from handlers.envelope import DecodeError, decode
-from handlers.registry import HANDLERS, resolve
-
-# Every table an event writes, parents before children (foreign keys).
-DATA_TABLES = (
-    "event_logs",
-    "workflow_executions",
-    "workflow_steps",
-    "fsm_transitions",
-    "metadata_stamps",
-    "node_registrations",
-    "bridge_states",
-    "intelligence.fsm_state",
-    "intelligence.fsm_state_history",
-    "intelligence.workflow_executions",
-)
+from handlers.registry import DATA_TABLES, HANDLERS, resolve
 
 
 @dataclass

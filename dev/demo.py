@@ -29,20 +29,9 @@ from consumer.stats import Stats
 from consumer.worker import Worker
 from dev import sample
 from dev.services import running, start_kafka, start_postgres
+from handlers.registry import DATA_TABLES
 
-TABLES = (
-    "event_logs",
-    "workflow_executions",
-    "workflow_steps",
-    "fsm_transitions",
-    "metadata_stamps",
-    "node_registrations",
-    "bridge_states",
-    "intelligence.fsm_state",
-    "intelligence.fsm_state_history",
-    "intelligence.workflow_executions",
-    "omnisink.dead_letters",
-)
+TABLES = (*DATA_TABLES, "omnisink.dead_letters")
 PARTITIONS = 3
 
 

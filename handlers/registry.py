@@ -37,6 +37,19 @@ _ON_INTELLIGENCE_TOPIC = {
     EventType.WORKFLOW_COMPLETED: EventType.INTELLIGENCE_WORKFLOW_COMPLETED,
     EventType.WORKFLOW_FAILED: EventType.INTELLIGENCE_WORKFLOW_FAILED,
 }
+# Every table an event writes, parents before children (foreign keys).
+DATA_TABLES: tuple[str, ...] = (
+    "event_logs",
+    "workflow_executions",
+    "workflow_steps",
+    "fsm_transitions",
+    "metadata_stamps",
+    "node_registrations",
+    "bridge_states",
+    "intelligence.fsm_state",
+    "intelligence.fsm_state_history",
+    "intelligence.workflow_executions",
+)
 # Types some handler writes beyond event_logs; the rest of EventType is kept in event_logs only.
 HANDLED_TYPES: frozenset[str] = frozenset().union(*(h.event_types for h in HANDLERS))
 
