@@ -5,7 +5,7 @@ fsm_state.current_state. The sink cannot use it: one set-based statement updates
 once per batch however many transitions the batch holds, and a transition that arrives
 after a newer one does not change current_state at all, so the trigger would record a
 different history for each arrival order. The sink writes one history row per
-FSM_STATE_TRANSITION event instead (handlers/intelligence.py) and turns the trigger off
+FSM_STATE_TRANSITION event instead (handlers/intelligence_fsm.py) and turns the trigger off
 for its own transaction with ``set_config('omnisink.fsm_history', 'sink', true)``.
 
 The switch is the trigger's WHEN condition rather than a test inside the function: a row
