@@ -89,8 +89,16 @@ def run(
     until_caught_up: bool = typer.Option(
         False,
         "--until-caught-up",
-        help="Exit 0 once every assigned partition is consumed to the end offsets seen at "
-        "start (backfills, tests, the demo).",
+        help="Exit 0 once PostgreSQL holds, for every partition of every subscribed topic, an "
+        "offset at or past the end seen at start, whichever member consumed it (backfills, "
+        "tests, the demo).",
+    ),
+    timeout_s: float | None = typer.Option(
+        None,
+        "--timeout-s",
+        min=0,
+        help="With --until-caught-up: exit 4 after this many seconds, naming the partitions "
+        "still behind and by how much.",
     ),
 ) -> None:
     """Run the sink: consume the subscribed topics into PostgreSQL until SIGTERM/SIGINT."""
@@ -100,7 +108,7 @@ def run(
 
     settings = _load_settings()
     logs.configure(settings.log_level, settings.log_format)
-    worker = Worker(settings, until_caught_up=until_caught_up)
+    worker = Worker(settings, until_caught_up=until_caught_up, drain_timeout_s=timeout_s)
     try:
         stats = asyncio.run(worker.run())
     except FatalError as exc:
@@ -113,6 +121,22 @@ def run(
             err=True,
         )
         raise typer.Exit(code=3)
+    if worker.drain is None:
+        return
+    topics = ", ".join(f"{t} {n:,}" for t, n in sorted(stats.by_topic.items())) or "none"
+    if worker.caught_up.is_set():
+        typer.echo(f"omnisink run: caught up; records written by this member: {topics}")
+        return
+    if not worker.drain.expired:
+        return  # stopped (SIGTERM) before the drain was done: a graceful stop, exit 0
+    behind = worker.drain.behind() if worker.drain.targets is not None else []
+    lines = "\n".join(f"  {tp.topic}[{tp.partition}]: {n:,} records behind" for tp, n in behind)
+    typer.echo(
+        f"omnisink run: not caught up within --timeout-s {timeout_s:g}"
+        + (f"; still behind:\n{lines}" if behind else " (the group never assigned partitions)"),
+        err=True,
+    )
+    raise typer.Exit(code=4)
 
 
 # -- dead letters ----------------------------------------------------------------------------

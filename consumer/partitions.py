@@ -9,8 +9,6 @@
 - **The fence**: ``expected`` is the next offset PostgreSQL holds for the partition as this
   member last saw it; the batch's offset write is conditional on it (consumer/store/offsets.py).
   A fenced partition goes back to unsought.
-- **Drain** (``--until-caught-up``): every owned partition consumed to the end offset seen when
-  it was assigned (:meth:`Partitions.caught_up`).
 """
 
 from __future__ import annotations
@@ -32,10 +30,6 @@ class Partition:
 
     # The next offset PostgreSQL holds (NO_OFFSET: no row); None until the loop has sought.
     expected: int | None = None
-    # --until-caught-up: the end offset ListOffsets gave at assignment, and the first high
-    # watermark a fetch reported (some brokers answer ListOffsets short of the true end).
-    target: int | None = None
-    first_highwater: int | None = None
     # Whether this member exports a lag series for the partition.
     lag_reported: bool = False
 
@@ -95,8 +89,6 @@ class Partitions:
         self,
         kafka: AIOKafkaConsumer,
         load: Callable[[list[TopicPartition]], Awaitable[dict[TopicPartition, int]]],
-        *,
-        drain: bool,
     ) -> None:
         """Seek every unsought partition to the offset PostgreSQL holds, then resume it."""
         tps = self.unsought()
@@ -115,10 +107,6 @@ class Partitions:
             if committed is not None:
                 kafka.seek(tp, committed)
             self._owned[tp].expected = NO_OFFSET
-        if drain:
-            ends = await kafka.end_offsets(tps)
-            for tp in tps:
-                self._owned[tp].target = ends.get(tp, 0)
         kafka.resume(*tps)
 
     def lag(self, kafka: AIOKafkaConsumer) -> Iterator[tuple[TopicPartition, int]]:
@@ -128,28 +116,6 @@ class Partitions:
             if highwater is not None and p.expected is not None and p.expected >= 0:
                 p.lag_reported = True
                 yield tp, max(0, highwater - p.expected)
-
-    async def caught_up(self, kafka: AIOKafkaConsumer) -> bool:
-        """Every owned partition consumed to the end offset seen when it was assigned.
-
-        The target is the larger of ListOffsets' end offset and the first high watermark a
-        fetch reported: some Kafka-compatible brokers answer ListOffsets with less than the
-        true end, while the high watermark in fetch responses is always exact.
-        """
-        if not self.joined:
-            return False
-        for tp, p in self._owned.items():
-            if p.expected is None or p.target is None:
-                return False
-            highwater = kafka.highwater(tp)
-            if highwater is None:
-                return False
-            if p.first_highwater is None:
-                p.first_highwater = highwater
-            done = p.expected if p.expected >= 0 else await kafka.position(tp)
-            if done < max(p.target, p.first_highwater):
-                return False
-        return True
 
 
 class Owner(Protocol):

@@ -30,6 +30,7 @@ class Stats:
     # The grace period expired and the batch in hand was rolled back.
     abandoned: bool = False
     by_type: Counter[str] = field(default_factory=Counter)
+    by_topic: Counter[str] = field(default_factory=Counter)
 
     # When the first record arrived and the last batch committed (monotonic clock): the rate
     # excludes the group join and the final wait for the end of the stream.
@@ -45,6 +46,7 @@ class Stats:
         self.duplicates += len(outcome.duplicates)
         self.dead_letters += len(outcome.dead_letters)
         self.by_type.update(e.event_type for e in outcome.written)
+        self.by_topic.update(outcome.records_by_topic)
         self.unknown_types += sum(1 for e in outcome.written if e.event_type not in HANDLED_TYPES)
 
     @property

@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from consumer import kafka, lifecycle
 from consumer.breaker import CircuitBreaker, State
 from consumer.deadletters import Publisher
+from consumer.drain import Drain
 from consumer.errors import FatalError, is_transient
 from consumer.health import HealthServer, Snapshot
 from consumer.metrics import BREAKER_STATES, Metrics
@@ -50,11 +51,13 @@ class Worker:
         *,
         handlers: Sequence[Handler[Any]] = HANDLERS,
         until_caught_up: bool = False,
+        drain_timeout_s: float | None = None,
         install_signal_handlers: bool = True,
     ) -> None:
         self.settings = settings
         self.handlers = handlers
         self.until_caught_up = until_caught_up
+        self.drain = Drain(settings, drain_timeout_s) if until_caught_up else None
         self.install_signal_handlers = install_signal_handlers
         self.stats = Stats()
         self.metrics = Metrics()
@@ -137,7 +140,7 @@ class Worker:
             await self._start()
             while not self._stopping.is_set():
                 self._beat()
-                await self.partitions.seek(self._kafka, self._load, drain=self.until_caught_up)
+                await self.partitions.seek(self._kafka, self._load)
                 records = await kafka.fetch_batch(
                     self._kafka,
                     self.settings,
@@ -148,9 +151,7 @@ class Worker:
                     if self.stats.first_record_at is None:
                         self.stats.first_record_at = time.monotonic()
                     await self._process(records)
-                if self.until_caught_up and await self.partitions.caught_up(self._kafka):
-                    log.info("worker.caught_up", **self.stats.summary())
-                    self.caught_up.set()
+                if self.drain is not None and await self._drained(self.drain):
                     break
         finally:
             await self._close()
@@ -217,6 +218,22 @@ class Worker:
         self.metrics.assigned.set(len(self.partitions))
         self._beat(assigned=len(self.partitions))
         log.info("worker.revoked", partitions=len(revoked))
+
+    async def _drained(self, drain: Drain) -> bool:
+        """Whether the drain is done (consumer/drain.py), or has run out of time."""
+        if await drain.done(self._kafka, self.partitions.joined, self._load):
+            log.info("worker.caught_up", **self.stats.summary())
+            self.caught_up.set()
+            return True
+        if drain.expired:
+            behind = drain.behind()
+            log.error(
+                "worker.drain_timeout",
+                timeout_s=drain.timeout_s,
+                behind={str(tp): n for tp, n in behind} if behind else "not planned yet",
+            )
+            return True
+        return False
 
     async def _load(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         async def load() -> dict[TopicPartition, int]:

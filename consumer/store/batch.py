@@ -134,6 +134,7 @@ class Outcome:
     """What one committed batch did: Stats and Metrics are both derived from this."""
 
     records: int
+    records_by_topic: Mapping[str, int]
     written: list[Event]
     duplicates: list[Event]
     dead_letters: list[DeadLetter]
@@ -167,8 +168,12 @@ async def write_batch(
             await dead_letters.insert(conn, group, dead, publisher.landed)
         await offsets.store(conn, group, next_offsets, expected)
     publisher.forget([d.source for d in dead])
+    by_topic: dict[str, int] = {}
+    for tp, rs in batch.records.items():
+        by_topic[tp.topic] = by_topic.get(tp.topic, 0) + len(rs)
     return Outcome(
         records=batch.size,
+        records_by_topic=by_topic,
         written=result.new,
         duplicates=result.duplicates,
         dead_letters=dead,
