@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import NoOffsetForPartitionError, OffsetOutOfRangeError
 from aiokafka.structs import OffsetAndMetadata
 
 from consumer.settings import Settings
@@ -50,7 +51,10 @@ def group_consumer(settings: Settings) -> AIOKafkaConsumer:
         group_id=s.group_id,
         group_instance_id=s.group_instance_id,
         enable_auto_commit=False,
-        auto_offset_reset=s.auto_offset_reset,
+        # Never reset silently: where a partition starts, and what happens when its offset has
+        # left the log, is decided by consumer/partitions.py (OMNISINK_AUTO_OFFSET_RESET,
+        # OMNISINK_OFFSET_RESET_POLICY), and logged.
+        auto_offset_reset="none",
         isolation_level="read_committed",
         session_timeout_ms=s.kafka.session_timeout_ms,
         heartbeat_interval_ms=s.kafka.heartbeat_interval_ms,
@@ -88,9 +92,15 @@ async def fetch_batch(
     *,
     stopping: Callable[[], bool],
     seek_pending: Callable[[], bool],
+    out_of_range: set[TopicPartition],
+    unpositioned: set[TopicPartition],
 ) -> Records:
     """Records until the batch is full (records or bytes) or the wait is over; nothing once
-    stopping, and no more waiting while partitions wait for their seek."""
+    stopping, and no more waiting while partitions wait for their seek. Partitions the broker
+    says are fetched past their log (OFFSET_OUT_OF_RANGE) are added to ``out_of_range``, and
+    the records already fetched are returned (their positions have moved on). Partitions the
+    client found without a position before the sink sought them (it never resets one by itself)
+    are added to ``unpositioned``."""
     s = settings
     loop = asyncio.get_running_loop()
     deadline = loop.time() + s.batch_max_wait_ms / 1000
@@ -98,9 +108,16 @@ async def fetch_batch(
     count = size = 0
     while not stopping():
         remaining_ms = max(0, int((deadline - loop.time()) * 1000))
-        got = await consumer.getmany(
-            timeout_ms=remaining_ms, max_records=s.batch_max_records - count
-        )
+        try:
+            got = await consumer.getmany(
+                timeout_ms=remaining_ms, max_records=s.batch_max_records - count
+            )
+        except OffsetOutOfRangeError as exc:
+            out_of_range.update(exc.args[0] if exc.args and isinstance(exc.args[0], dict) else ())
+            break
+        except NoOffsetForPartitionError as exc:
+            unpositioned.update(a for a in exc.args if isinstance(a, TopicPartition))
+            break
         for tp, records in got.items():
             out.setdefault(tp, []).extend(records)
             count += len(records)

@@ -62,6 +62,13 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.offset_resets = Counter(
+            "omnisink_offset_resets",
+            "Partitions whose stored offset had left the log and were moved per "
+            "OMNISINK_OFFSET_RESET_POLICY.",
+            ["topic", "policy"],
+            registry=r,
+        )
         self.assigned = Gauge(
             "omnisink_assigned_partitions", "Partitions assigned to this member.", registry=r
         )

@@ -32,6 +32,9 @@ class Partition:
     expected: int | None = None
     # Whether this member exports a lag series for the partition.
     lag_reported: bool = False
+    # The stored offset this member last moved away from because it had left the log: not
+    # reported again until a batch moves PostgreSQL's offset.
+    reset_from: int | None = None
 
 
 class Partitions:
@@ -89,6 +92,7 @@ class Partitions:
         self,
         kafka: AIOKafkaConsumer,
         load: Callable[[list[TopicPartition]], Awaitable[dict[TopicPartition, int]]],
+        start: str = "earliest",
     ) -> None:
         """Seek every unsought partition to the offset PostgreSQL holds, then resume it."""
         tps = self.unsought()
@@ -106,8 +110,62 @@ class Partitions:
             committed = await kafka.committed(tp)
             if committed is not None:
                 kafka.seek(tp, committed)
+            elif start == "latest":
+                await kafka.seek_to_end(tp)
+            else:
+                await kafka.seek_to_beginning(tp)
             self._owned[tp].expected = NO_OFFSET
         kafka.resume(*tps)
+
+    async def beyond_the_log(self, kafka: AIOKafkaConsumer) -> list[TopicPartition]:
+        """Owned partitions whose log now ends before the offset PostgreSQL holds: the broker
+        lost records or the topic was recreated. Kafka answers a fetch past the log's end with
+        OFFSET_OUT_OF_RANGE (the caller handles that error); a broker that answers with no
+        error still reports its high watermark, so a partition counts when both the fetch
+        responses' high watermark and ListOffsets' end are below the offset held."""
+        suspects = [
+            tp
+            for tp, p in self._owned.items()
+            if p.expected is not None
+            and p.expected != p.reset_from
+            and (highwater := kafka.highwater(tp)) is not None
+            and highwater < p.expected
+        ]
+        if not suspects:
+            return []
+        ends = await kafka.end_offsets(suspects)
+        return [tp for tp in suspects if ends.get(tp, 0) < (self._owned[tp].expected or 0)]
+
+    async def reset(
+        self, kafka: AIOKafkaConsumer, tps: list[TopicPartition], policy: str
+    ) -> list[dict[str, object]]:
+        """Move partitions whose offset has left the log per ``policy``: ``earliest`` to the
+        log's start, ``latest`` to its end, ``fail`` nowhere. Returns the facts to log. The
+        fence is unchanged: the next batch moves PostgreSQL's offset from what it holds to
+        where the log now is."""
+        tps = [tp for tp in tps if tp in self._owned]
+        if not tps:
+            return []
+        starts = await kafka.beginning_offsets(tps)
+        ends = await kafka.end_offsets(tps)
+        facts = []
+        for tp in tps:
+            end = max(ends.get(tp, 0), kafka.highwater(tp) or 0)
+            facts.append(
+                {
+                    "topic": tp.topic,
+                    "partition": tp.partition,
+                    "stored_offset": self._owned[tp].expected,
+                    "log_start": starts.get(tp),
+                    "log_end": end,
+                }
+            )
+            self._owned[tp].reset_from = self._owned[tp].expected
+            if policy == "latest":
+                await kafka.seek_to_end(tp)
+            elif policy == "earliest":
+                kafka.seek(tp, starts.get(tp, 0))
+        return facts
 
     def lag(self, kafka: AIOKafkaConsumer) -> Iterator[tuple[TopicPartition, int]]:
         """(partition, high watermark - PostgreSQL's offset) where both are known."""

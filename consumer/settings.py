@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     topic_pattern: str = DEFAULT_TOPIC_PATTERN
     topics: Annotated[list[str], NoDecode] = Field(default_factory=list)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    # The offset PostgreSQL holds is no longer in the log (retention deleted it, the topic was
+    # recreated, a broker lost its data): start again at the log's start, skip to its end, or
+    # stop. Logged and counted whichever it is (consumer/partitions.py).
+    offset_reset_policy: Literal["earliest", "latest", "fail"] = "earliest"
 
     batch_max_records: int = Field(default=2000, gt=0)
     batch_max_bytes: int = Field(default=16 * 1024 * 1024, gt=0)

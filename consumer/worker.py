@@ -140,17 +140,28 @@ class Worker:
             await self._start()
             while not self._stopping.is_set():
                 self._beat()
-                await self.partitions.seek(self._kafka, self._load)
+                start = self.settings.auto_offset_reset
+                await self.partitions.seek(self._kafka, self._load, start)
+                lost: set[TopicPartition] = set()
+                unpositioned: set[TopicPartition] = set()
                 records = await kafka.fetch_batch(
                     self._kafka,
                     self.settings,
                     stopping=self._stopping.is_set,
                     seek_pending=lambda: bool(self.partitions.unsought()),
+                    out_of_range=lost,
+                    unpositioned=unpositioned,
                 )
+                if unpositioned:  # sought again from PostgreSQL on the next turn
+                    self.partitions.fenced(sorted(unpositioned))
+                    self._kafka.pause(*unpositioned)
                 if records:
                     if self.stats.first_record_at is None:
                         self.stats.first_record_at = time.monotonic()
                     await self._process(records)
+                lost.update(await self.partitions.beyond_the_log(self._kafka))
+                if lost:
+                    await self._reset(sorted(lost))
                 if self.drain is not None and await self._drained(self.drain):
                     break
         finally:
@@ -218,6 +229,21 @@ class Worker:
         self.metrics.assigned.set(len(self.partitions))
         self._beat(assigned=len(self.partitions))
         log.info("worker.revoked", partitions=len(revoked))
+
+    async def _reset(self, tps: list[TopicPartition]) -> None:
+        """The offsets PostgreSQL holds for ``tps`` are no longer in the log: never silent."""
+        policy = self.settings.offset_reset_policy
+        for fact in await self.partitions.reset(self._kafka, tps, policy):
+            log.error("offset_out_of_range", policy=policy, **fact)
+            self.metrics.offset_resets.labels(str(fact["topic"]), policy).inc()
+            if policy == "fail":
+                raise FatalError(
+                    f"the offset PostgreSQL holds for {fact['topic']}[{fact['partition']}] "
+                    f"({fact['stored_offset']}) is outside the log ({fact['log_start']} to "
+                    f"{fact['log_end']}): records were deleted or the topic recreated. "
+                    "OMNISINK_OFFSET_RESET_POLICY=fail stops here; set it to earliest (read "
+                    "what the log still has) or latest to go on."
+                )
 
     async def _drained(self, drain: Drain) -> bool:
         """Whether the drain is done (consumer/drain.py), or has run out of time."""

@@ -4,14 +4,13 @@ out) and while another live member still holds partitions."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import time
 import uuid
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from dev import sample
 from dev.services import Service
@@ -64,38 +63,46 @@ async def test_the_drain_waits_for_a_live_member_to_commit_its_partitions(
     kafka_server: Service, database_pair: list[str], tmp_path: Path
 ) -> None:
     reference_url, tested_url = database_pair
-    stream = sample.generate(8_000, env=f"d{uuid.uuid4().hex[:8]}", seed=22)
+    stream = sample.generate(4_000, env=f"d{uuid.uuid4().hex[:8]}", seed=22)
     await produce(kafka_server.url, stream.records, partitions=4)
     await _reference(reference_url, kafka_server.url, stream.topics)
     group = f"live-{uuid.uuid4().hex[:6]}"
-    topics = ",".join(stream.topics)
-    # The live member writes in small batches, slowly enough to be last.
-    slow = _spawn(
-        sink_env(
-            tested_url,
-            kafka_server.url,
-            group,
-            OMNISINK_TOPICS=topics,
-            OMNISINK_BATCH_MAX_RECORDS="20",
-        ),
-        tmp_path / "live.log",
+    # A live member that holds partitions and writes nothing (a member stuck, or slower than
+    # this one): the drain must not call its own share the whole.
+    holder = AIOKafkaConsumer(
+        *stream.topics,
+        bootstrap_servers=kafka_server.url,
+        group_id=group,
+        enable_auto_commit=False,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=500,
     )
+    await holder.start()
     try:
-        await _wait_for_rows(tested_url, 200, slow)
+        while not holder.assignment():
+            await holder.getmany(timeout_ms=200)
+        holder.pause(*holder.assignment())
         drain_log = tmp_path / "drain.log"
         drain = _spawn(
-            sink_env(tested_url, kafka_server.url, group, OMNISINK_TOPICS=topics),
+            sink_env(tested_url, kafka_server.url, group, OMNISINK_TOPICS=",".join(stream.topics)),
             drain_log,
             "--until-caught-up",
         )
-        started = time.monotonic()
-        code = await _wait_exit(drain, 400)
-        assert code == 0, drain_log.read_text()[-3000:]
-        assert await _count(tested_url) == stream.distinct_events, "exited 0 before the end"
-        print(f"the drain waited {time.monotonic() - started:.1f} s for the group")
+        await _wait_for_rows(tested_url, 1, drain)
+        polls = 0
+        while polls < 100:  # ten seconds of the holder keeping its partitions
+            await holder.getmany(timeout_ms=100)
+            polls += 1
+            assert drain.poll() is None, (
+                "exited before the holder's partitions were written:\n"
+                + (drain_log.read_text()[-3000:])
+            )
+        assert holder.assignment(), "the holder must still hold partitions"
+        assert await _count(tested_url) < stream.distinct_events
     finally:
-        slow.send_signal(signal.SIGTERM)
-        await asyncio.to_thread(slow.wait, 30)
+        await holder.stop()  # leaves the group: its partitions move to the drain
+    assert await _wait_exit(drain, 300) == 0, drain_log.read_text()[-3000:]
+    assert await _count(tested_url) == stream.distinct_events
     await _assert_same_tables(reference_url, tested_url, stream.distinct_events)
 
 
