@@ -11,7 +11,7 @@ import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "OMNISINK_"
@@ -19,6 +19,9 @@ ENV_PREFIX = "OMNISINK_"
 # The contract's default subscription: every versioned event topic of the bridge tenant and
 # of the intelligence prefix. The `(?<!\.dlq)$` tail is belt and braces: `.v{N}$` already
 # cannot end in `.dlq`, but a subscription that could match its own dead letters would loop.
+# The session timeout of a static member unless OMNISINK_KAFKA_SESSION_TIMEOUT_MS is set.
+STATIC_MEMBER_SESSION_TIMEOUT_MS = 60_000
+
 DEFAULT_TOPIC_PATTERN = (
     r"^[^.]+\.(omninode_bridge\.onex\.evt\.[^.]+|archon-intelligence\..+)\.v\d+$"
 )
@@ -126,6 +129,18 @@ class Settings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
+
+    @model_validator(mode="after")
+    def _static_members_outlive_a_restart(self) -> Settings:
+        # A static member (OMNISINK_GROUP_INSTANCE_ID) that restarts within the session
+        # timeout gets its partitions back without a rebalance; 10 s is shorter than a pod's
+        # restart, which would cancel static membership out. Unless set explicitly, a static
+        # member's session timeout is 60 s (brokers allow up to 300 s to 30 min by default).
+        if self.group_instance_id and "session_timeout_ms" not in self.kafka.model_fields_set:
+            self.kafka = self.kafka.model_copy(
+                update={"session_timeout_ms": STATIC_MEMBER_SESSION_TIMEOUT_MS}
+            )
+        return self
 
     @field_validator("topic_pattern")
     @classmethod

@@ -74,3 +74,15 @@ def test_default_pattern_matches_the_contract(topic: str, matches: bool) -> None
     import re
 
     assert bool(re.match(DEFAULT_TOPIC_PATTERN, topic)) is matches
+
+
+def test_a_static_member_gets_a_session_timeout_that_outlives_a_restart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OMNISINK_GROUP_INSTANCE_ID", "omnisink-0")
+    assert Settings().kafka.session_timeout_ms == 60_000
+    monkeypatch.setenv("OMNISINK_KAFKA_SESSION_TIMEOUT_MS", "45000")
+    assert Settings().kafka.session_timeout_ms == 45_000  # an explicit setting wins
+    monkeypatch.delenv("OMNISINK_GROUP_INSTANCE_ID")
+    monkeypatch.delenv("OMNISINK_KAFKA_SESSION_TIMEOUT_MS")
+    assert Settings().kafka.session_timeout_ms == 10_000  # a dynamic member fails over fast
