@@ -15,7 +15,7 @@ when the batch is consumed again, so the topic is at-least-once; the table is ex
 from __future__ import annotations
 
 import traceback
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
@@ -101,14 +101,35 @@ class Publisher:
     """Publishes dead letters and remembers where each landed, so a retried batch (same
     process) reuses the published copy instead of publishing it again."""
 
-    def __init__(self, producer: AIOKafkaProducer, group: str) -> None:
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        group: str,
+        topics: Callable[[list[tuple[str, str]]], Awaitable[None]] | None = None,
+    ) -> None:
         self._producer = producer
         self._group = group
+        # Makes sure dead-letter topics exist (consumer/kafka.py:ensure_dead_letter_topics):
+        # (dlq topic, source topic) pairs, asked once per topic per process.
+        self._topics = topics
+        self._ready: set[str] = set()
         self.landed: dict[tuple[str, int, int], tuple[str, int, int]] = {}
 
     async def publish(self, letters: Sequence[DeadLetter]) -> None:
         """Send every letter not yet sent and wait for the broker's acknowledgements."""
         pending = [d for d in letters if d.source not in self.landed]
+        missing = sorted(
+            {(d.dlq_topic, d.record.topic) for d in pending if d.dlq_topic not in self._ready}
+        )
+        if missing and self._topics is not None:
+            try:
+                await self._topics(missing)
+            except KafkaError as exc:
+                raise DeadLetterUnavailable(
+                    f"cannot make sure the dead-letter topics {[m[0] for m in missing]} exist: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+        self._ready.update(dlq for dlq, _ in missing)
         for letter in pending:
             try:
                 future = await self._producer.send(

@@ -11,13 +11,20 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import NoOffsetForPartitionError, OffsetOutOfRangeError
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 from aiokafka.structs import OffsetAndMetadata
 
+from consumer.errors import FatalError
 from consumer.settings import Settings
 from handlers.contract import DLQ_SUFFIX
 
 log = structlog.get_logger("omnisink.kafka")
+
+# Kafka protocol error codes of CreateTopics.
+_TOPIC_ALREADY_EXISTS = 36
+_TOPIC_AUTHORIZATION_FAILED = 29
+_CLUSTER_AUTHORIZATION_FAILED = 31
 
 Records = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 
@@ -143,6 +150,45 @@ async def commit_best_effort(
         raise
     except Exception as exc:  # noqa: BLE001 - PostgreSQL already holds the truth
         log.debug("kafka.commit_skipped", error=str(exc))
+
+
+async def ensure_dead_letter_topics(settings: Settings, wanted: list[tuple[str, str]]) -> None:
+    """Create each missing ``<topic>.dlq`` with its source topic's partition count, where the
+    broker does not create topics on first write. The topic list is read whole (a metadata
+    request naming a missing topic would make such a broker create it with its defaults).
+    A broker that refuses the sink the right to create topics is a FatalError naming what to
+    create; anything else propagates (the batch is retried)."""
+    admin = AIOKafkaAdminClient(**kafka_options(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [(dlq, source) for dlq, source in wanted if dlq not in existing]
+        if not missing:
+            return
+        brokers = len((await admin.describe_cluster()).get("brokers", [])) or 1
+        sources = {
+            t["topic"]: len(t["partitions"])
+            for t in await admin.describe_topics(sorted({source for _, source in missing}))
+        }
+        new = [
+            NewTopic(dlq, max(1, sources.get(source, 1)), min(3, brokers))
+            for dlq, source in missing
+        ]
+        response = await admin.create_topics(new)
+    finally:
+        await admin.close()
+    for topic, code, *_ in response.topic_errors:  # (name, error_code, [message])
+        if code == 0:
+            log.info("dead_letter_topic.created", topic=topic)
+        if code in (0, _TOPIC_ALREADY_EXISTS):
+            continue
+        if code in (_TOPIC_AUTHORIZATION_FAILED, _CLUSTER_AUTHORIZATION_FAILED):
+            raise FatalError(
+                f"the sink may not create the dead-letter topic {topic}: create it (with the "
+                "partition count of its source topic) or allow this principal to create "
+                "topics. The sink stops here rather than move past a record it cannot keep."
+            )
+        raise KafkaError(f"creating the dead-letter topic {topic} failed: error code {code}")
 
 
 def pause_all(consumer: AIOKafkaConsumer) -> bool:

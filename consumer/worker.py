@@ -175,7 +175,11 @@ class Worker:
             self.http = HealthServer.serve(self.metrics, lambda: self.health, s)
         self._consumer = kafka.group_consumer(s)
         self._producer = kafka.dead_letter_producer(s)
-        self._dlq = Publisher(self._producer, s.group_id)
+        self._dlq = Publisher(
+            self._producer,
+            s.group_id,
+            topics=lambda wanted: kafka.ensure_dead_letter_topics(s, wanted),
+        )
         kafka.subscribe(self._consumer, s, Listener(self))
         try:
             await self._producer.start()

@@ -11,6 +11,7 @@ import asyncpg
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata
 
 from consumer.errors import FatalError
@@ -387,3 +388,26 @@ async def test_an_outage_longer_than_the_poll_interval_keeps_the_group(
         worker.stop()
         await asyncio.wait_for(run, 30)
         await proxy.stop()
+
+
+async def test_a_missing_dead_letter_topic_is_created_like_its_source(
+    kafka_server: Service, db_url: str, db: asyncpg.Connection, topic_factory: TopicFactory
+) -> None:
+    # The broker may create topics on first write with its own defaults; the sink creates
+    # <topic>.dlq itself first, with the source's partition count.
+    topic = await topic_factory("dlq-create", partitions=5)
+    await _send(kafka_server.url, topic, [b"{not json"])
+    worker = Worker(
+        sink_settings(db_url, kafka_server.url, f"c-{uuid.uuid4().hex[:6]}", topics=[topic]),
+        until_caught_up=True,
+        install_signal_handlers=False,
+    )
+    await asyncio.wait_for(worker.run(), 60)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_server.url)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([f"{topic}.dlq"])
+    finally:
+        await admin.close()
+    assert len(described["partitions"]) == 5
+    assert await db.fetchval("SELECT count(*) FROM omnisink.dead_letters") == 1
