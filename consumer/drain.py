@@ -99,6 +99,8 @@ class Drain:
     ) -> bool:
         """Whether PostgreSQL holds every target (asked at most every CHECK_EVERY_S)."""
         if not joined:
+            if self.expired:
+                log.error("worker.drain_timeout", timeout_s=self.timeout_s, behind="no assignment")
             return False  # the subscription is resolved once the group has assigned
         if self.targets is None:
             await self.plan(consumer)
@@ -106,7 +108,16 @@ class Drain:
             return False
         self._checked_at = time.monotonic()
         self.stored = await load(list(self.targets or {}))
-        return not self.behind()
+        if not self.behind():
+            return True
+        if self.expired:
+            behind = self.behind()
+            log.error(
+                "worker.drain_timeout",
+                timeout_s=self.timeout_s,
+                behind={str(tp): n for tp, n in behind},
+            )
+        return False
 
     def behind(self) -> list[tuple[TopicPartition, int]]:
         """(partition, records still to write) for each partition short of its target; a

@@ -12,6 +12,7 @@ one, so it never touches the worker's state (the circuit breaker is not thread-s
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -43,6 +44,12 @@ class Snapshot:
     breaker: str = "closed"
     assigned: int = 0
     last_commit_at: float | None = None
+
+    def beat(self, breaker: str, stopping: bool, **changes: Any) -> Snapshot:
+        """The next snapshot: now, with these facts."""
+        return dataclasses.replace(
+            self, beat_at=time.monotonic(), breaker=breaker, stopping=stopping, **changes
+        )
 
     def verdict(self, now: float | None = None) -> tuple[bool, bool, dict[str, Any]]:
         """(live, ready, facts) for the health endpoints."""

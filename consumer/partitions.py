@@ -18,10 +18,14 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
+from consumer.errors import FatalError
 from consumer.store.offsets import NO_OFFSET
+
+log = structlog.get_logger("omnisink.partitions")
 
 
 @dataclass
@@ -160,6 +164,15 @@ class Partitions:
                     "log_end": end,
                 }
             )
+            log.error("offset_out_of_range", policy=policy, **facts[-1])
+            if policy == "fail":
+                raise FatalError(
+                    f"the offset PostgreSQL holds for {tp.topic}[{tp.partition}] "
+                    f"({self._owned[tp].expected}) is outside the log ({starts.get(tp)} to "
+                    f"{end}): records were deleted or the topic recreated. "
+                    "OMNISINK_OFFSET_RESET_POLICY=fail stops here; set it to earliest (read "
+                    "what the log still has) or latest to go on."
+                )
             self._owned[tp].reset_from = self._owned[tp].expected
             if policy == "latest":
                 await kafka.seek_to_end(tp)

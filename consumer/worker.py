@@ -98,13 +98,7 @@ class Worker:
     # -- health: the loop writes, the HTTP thread reads (consumer/health.py) ------------------
 
     def _beat(self, **changes: Any) -> None:
-        self.health = dataclasses.replace(
-            self.health,
-            beat_at=time.monotonic(),
-            breaker=self.breaker.state.value,
-            stopping=self._stopping.is_set(),
-            **changes,
-        )
+        self.health = self.health.beat(self.breaker.state.value, self._stopping.is_set(), **changes)
 
     def _breaker_changed(self, name: str, state: State) -> None:
         self.metrics.breaker_state.labels(name).set(BREAKER_STATES[state.value])
@@ -138,34 +132,42 @@ class Worker:
     async def _main(self) -> None:
         try:
             await self._start()
-            while not self._stopping.is_set():
-                self._beat()
-                start = self.settings.auto_offset_reset
-                await self.partitions.seek(self._kafka, self._load, start)
-                lost: set[TopicPartition] = set()
-                unpositioned: set[TopicPartition] = set()
-                records = await kafka.fetch_batch(
-                    self._kafka,
-                    self.settings,
-                    stopping=self._stopping.is_set,
-                    seek_pending=lambda: bool(self.partitions.unsought()),
-                    out_of_range=lost,
-                    unpositioned=unpositioned,
-                )
-                if unpositioned:  # sought again from PostgreSQL on the next turn
-                    self.partitions.fenced(sorted(unpositioned))
-                    self._kafka.pause(*unpositioned)
-                if records:
-                    if self.stats.first_record_at is None:
-                        self.stats.first_record_at = time.monotonic()
-                    await self._process(records)
-                lost.update(await self.partitions.beyond_the_log(self._kafka))
-                if lost:
-                    await self._reset(sorted(lost))
-                if self.drain is not None and await self._drained(self.drain):
-                    break
+            while not self._stopping.is_set() and await self._turn():
+                pass
         finally:
             await self._close()
+
+    async def _turn(self) -> bool:
+        """One turn of the loop; False when the drain is done. Every call into Kafka or
+        PostgreSQL is retried while its faults are transient."""
+        self._beat()
+        start = self.settings.auto_offset_reset
+        await self.retrier.run("seek", lambda: self.partitions.seek(self._kafka, self._load, start))
+        lost: set[TopicPartition] = set()
+        unpositioned: set[TopicPartition] = set()
+        records = await kafka.fetch_batch(
+            self._kafka,
+            self.settings,
+            stopping=self._stopping.is_set,
+            seek_pending=lambda: bool(self.partitions.unsought()),
+            out_of_range=lost,
+            unpositioned=unpositioned,
+        )
+        if unpositioned:  # sought again from PostgreSQL on the next turn
+            self.partitions.fenced(sorted(unpositioned))
+            self._kafka.pause(*unpositioned)
+        if records:
+            if self.stats.first_record_at is None:
+                self.stats.first_record_at = time.monotonic()
+            await self._process(records)
+        lost.update(
+            await self.retrier.run(
+                "log_bounds", lambda: self.partitions.beyond_the_log(self._kafka)
+            )
+        )
+        if lost:
+            await self.retrier.run("offset_reset", lambda: self._reset(sorted(lost)))
+        return self.drain is None or not await self._drained(self.drain)
 
     async def _start(self) -> None:
         s = self.settings
@@ -238,32 +240,16 @@ class Worker:
         """The offsets PostgreSQL holds for ``tps`` are no longer in the log: never silent."""
         policy = self.settings.offset_reset_policy
         for fact in await self.partitions.reset(self._kafka, tps, policy):
-            log.error("offset_out_of_range", policy=policy, **fact)
             self.metrics.offset_resets.labels(str(fact["topic"]), policy).inc()
-            if policy == "fail":
-                raise FatalError(
-                    f"the offset PostgreSQL holds for {fact['topic']}[{fact['partition']}] "
-                    f"({fact['stored_offset']}) is outside the log ({fact['log_start']} to "
-                    f"{fact['log_end']}): records were deleted or the topic recreated. "
-                    "OMNISINK_OFFSET_RESET_POLICY=fail stops here; set it to earliest (read "
-                    "what the log still has) or latest to go on."
-                )
 
     async def _drained(self, drain: Drain) -> bool:
-        """Whether the drain is done (consumer/drain.py), or has run out of time."""
-        if await drain.done(self._kafka, self.partitions.joined, self._load):
+        """Whether the drain is over: done (consumer/drain.py), or out of time."""
+        joined = self.partitions.joined
+        if await self.retrier.run("drain", lambda: drain.done(self._kafka, joined, self._load)):
             log.info("worker.caught_up", **self.stats.summary())
             self.caught_up.set()
             return True
-        if drain.expired:
-            behind = drain.behind()
-            log.error(
-                "worker.drain_timeout",
-                timeout_s=drain.timeout_s,
-                behind={str(tp): n for tp, n in behind} if behind else "not planned yet",
-            )
-            return True
-        return False
+        return drain.expired
 
     async def _load(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         async def load() -> dict[TopicPartition, int]:
