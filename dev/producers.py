@@ -54,47 +54,41 @@ STAMP_STEP = ("stamp_creation", "stamp_creation")
 TIMEOUT_ERROR = "Workflow timeout - no response from reducer"
 SUGGESTED_ACTION = "Verify the source language is supported and resubmit the analysis request."
 
-# The omniintelligence reducer's FSMs: initial state, and (state, action) -> next state.
-FSMS: dict[str, tuple[str, dict[tuple[str, str], str]]] = {
+# The omniintelligence reducer's FSMs: the initial state, then each move as
+# "FROM[,FROM...] ACTION TO", as the reducer declares them.
+_FSM_RULES = {
     "INGESTION": (
         "RECEIVED",
-        {
-            ("RECEIVED", "START_PROCESSING"): "PROCESSING",
-            ("PROCESSING", "COMPLETE_INDEXING"): "INDEXED",
-            ("RECEIVED", "FAIL"): "FAILED",
-            ("PROCESSING", "FAIL"): "FAILED",
-            ("INDEXED", "REINDEX"): "PROCESSING",
-            ("FAILED", "RETRY"): "PROCESSING",
-        },
+        "RECEIVED START_PROCESSING PROCESSING; PROCESSING COMPLETE_INDEXING INDEXED;"
+        " RECEIVED,PROCESSING FAIL FAILED; INDEXED REINDEX PROCESSING; FAILED RETRY PROCESSING",
     ),
     "PATTERN_LEARNING": (
         "FOUNDATION",
-        {
-            ("FOUNDATION", "ADVANCE_TO_MATCHING"): "MATCHING",
-            ("MATCHING", "ADVANCE_TO_VALIDATION"): "VALIDATION",
-            ("VALIDATION", "ADVANCE_TO_TRACEABILITY"): "TRACEABILITY",
-            ("TRACEABILITY", "COMPLETE_LEARNING"): "COMPLETED",
-            ("FOUNDATION", "FAIL"): "FAILED",
-            ("MATCHING", "FAIL"): "FAILED",
-            ("VALIDATION", "FAIL"): "FAILED",
-            ("TRACEABILITY", "FAIL"): "FAILED",
-            ("COMPLETED", "RELEARN"): "FOUNDATION",
-            ("FAILED", "RETRY"): "FOUNDATION",
-        },
+        "FOUNDATION ADVANCE_TO_MATCHING MATCHING; MATCHING ADVANCE_TO_VALIDATION VALIDATION;"
+        " VALIDATION ADVANCE_TO_TRACEABILITY TRACEABILITY; TRACEABILITY COMPLETE_LEARNING"
+        " COMPLETED; FOUNDATION,MATCHING,VALIDATION,TRACEABILITY FAIL FAILED;"
+        " COMPLETED RELEARN FOUNDATION; FAILED RETRY FOUNDATION",
     ),
     "QUALITY_ASSESSMENT": (
         "RAW",
-        {
-            ("RAW", "START_ASSESSMENT"): "ASSESSING",
-            ("ASSESSING", "COMPLETE_SCORING"): "SCORED",
-            ("SCORED", "STORE_RESULTS"): "STORED",
-            ("RAW", "FAIL"): "FAILED",
-            ("ASSESSING", "FAIL"): "FAILED",
-            ("SCORED", "FAIL"): "FAILED",
-            ("STORED", "REASSESS"): "ASSESSING",
-            ("FAILED", "RETRY"): "ASSESSING",
-        },
+        "RAW START_ASSESSMENT ASSESSING; ASSESSING COMPLETE_SCORING SCORED;"
+        " SCORED STORE_RESULTS STORED; RAW,ASSESSING,SCORED FAIL FAILED;"
+        " STORED REASSESS ASSESSING; FAILED RETRY ASSESSING",
     ),
+}
+
+
+def _moves(rules: str) -> dict[tuple[str, str], str]:
+    moves: dict[tuple[str, str], str] = {}
+    for rule in rules.split(";"):
+        sources, action, target = rule.split()
+        moves.update({(source, action): target for source in sources.split(",")})
+    return moves
+
+
+# Per FSM type: the initial state, and (state, action) -> next state.
+FSMS: dict[str, tuple[str, dict[tuple[str, str], str]]] = {
+    fsm: (initial, _moves(rules)) for fsm, (initial, rules) in _FSM_RULES.items()
 }
 # Entering one of these, the reducer also emits FSM_<state> on <fsm_type lower>.completed|failed.
 TERMINAL_STATES = frozenset({"INDEXED", "COMPLETED", "STORED", "FAILED"})
@@ -143,6 +137,33 @@ class ProducerRecord(Record):
     def payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = self.envelope["payload"]
         return payload
+
+
+class _Emitter:
+    """Sends one entity's events from the orchestrator or the reducer, each a little after
+    the one before; ``at`` is the time of the last one."""
+
+    def __init__(
+        self,
+        producers: Producers,
+        role: NodeType,
+        namespace: str,
+        entity: dict[str, str],
+        at: datetime,
+        *,
+        gap_ms: tuple[float, float] = (1, 40),
+    ) -> None:
+        self.producers, self.role, self.namespace = producers, role, namespace
+        self.entity, self.at, self.gap_ms = entity, at, gap_ms
+        self.records: list[ProducerRecord] = []
+
+    def __call__(self, event_type: str, **data: Any) -> None:
+        self.at = self.producers.after(self.at, *self.gap_ms)
+        self.records.append(
+            self.producers.node_event(
+                self.role, self.namespace, event_type, self.at, {**self.entity, **data}
+            )
+        )
 
 
 @dataclass
@@ -259,7 +280,7 @@ class Producers:
         key = partition_key or correlation_id or source_node_id or event_id
         return self._record(topic, key, envelope, at)
 
-    def _node_event(
+    def node_event(
         self,
         role: NodeType,
         namespace: str,
@@ -313,17 +334,7 @@ class Producers:
         file_hash = content_hash(content if content is not None else self.document()[0])
         stamp_id = self.uuid()
         ids: dict[str, Any] = {"workflow_id": wid, "namespace": namespace, "steps": []}
-        records: list[ProducerRecord] = []
-        clock = [at]
-
-        def send(event_type: str, **data: Any) -> None:
-            clock[0] = self.after(clock[0])
-            records.append(
-                self._node_event(
-                    "orchestrator", namespace, event_type, clock[0], {"workflow_id": wid, **data}
-                )
-            )
-
+        send = _Emitter(self, "orchestrator", namespace, {"workflow_id": wid}, at)
         send("workflow_state_transition", from_state="pending", to_state="processing")
         send("stamp_workflow_started", timestamp=None, state="processing", mode="legacy")
         for step_id, step_type in steps:
@@ -334,7 +345,7 @@ class Producers:
                     error=f"Workflow step {step_id} failed: metadata stamping service timed out",
                     error_type="OnexError",
                 )
-                return Scenario(records, ids)
+                return Scenario(send.records, ids)
             if (step_id, step_type) == INTELLIGENCE_STEP:
                 send("onextree_intelligence_requested")
                 send("onextree_intelligence_received", analysis_time_ms=self.ms(40, 450))
@@ -350,7 +361,7 @@ class Producers:
         send(
             "stamp_workflow_completed", stamp_id=stamp_id, file_hash=file_hash, namespace=namespace
         )
-        return Scenario(records, ids)
+        return Scenario(send.records, ids)
 
     def event_driven_workflow(
         self, at: datetime, *, namespace: str = DEV, outcome: Outcome = "completed"
@@ -360,20 +371,10 @@ class Producers:
         wid = self.uuid()
         content, file_path = self.document()
         input_data = {"content": content, "file_path": file_path}
-        records: list[ProducerRecord] = []
-        clock = [at]
-
-        def send(event_type: str, **data: Any) -> None:
-            clock[0] = self.after(clock[0])
-            records.append(
-                self._node_event(
-                    "orchestrator", namespace, event_type, clock[0], {"workflow_id": wid, **data}
-                )
-            )
-
+        send = _Emitter(self, "orchestrator", namespace, {"workflow_id": wid}, at)
         send("workflow_state_transition", from_state="pending", to_state="processing")
         send("stamp_workflow_started", timestamp=None, mode="event_driven")
-        clock[0] = self.after(clock[0])
+        send.at = self.after(send.at)
         action = {
             "correlation_id": wid,
             "action_type": "ORCHESTRATE_WORKFLOW",
@@ -383,14 +384,14 @@ class Producers:
                 "namespace": namespace,
                 "workflow_type": "metadata_stamping",
             },
-            "timestamp": iso(clock[0]),
+            "timestamp": iso(send.at),
             "source_node": self.orchestrator_id,
         }
-        records.append(
+        send.records.append(
             self._bridge(
                 bridge_topic(DEV, "action"),
                 "ACTION",
-                self._soon(clock[0]),
+                self._soon(send.at),
                 action,
                 {"action_type": "ORCHESTRATE_WORKFLOW", "namespace": DEV},
                 source_node_id=self.orchestrator_id,
@@ -411,7 +412,7 @@ class Producers:
                     retry_count=3,
                 )
         ids = {"workflow_id": wid, "namespace": namespace, "input_data": input_data}
-        return Scenario(records, ids)
+        return Scenario(send.records, ids)
 
     # -- the bridge reducer ---------------------------------------------------------------
 
@@ -421,17 +422,7 @@ class Producers:
         """One aggregation: started, ``batches`` batches, then persisted and completed, or
         failed."""
         agg = self.uuid()
-        records: list[ProducerRecord] = []
-        clock = [at]
-
-        def send(event_type: str, **data: Any) -> None:
-            clock[0] = self.after(clock[0], 5, 120)
-            records.append(
-                self._node_event(
-                    "reducer", namespace, event_type, clock[0], {"aggregation_id": agg, **data}
-                )
-            )
-
+        send = _Emitter(self, "reducer", namespace, {"aggregation_id": agg}, at, gap_ms=(5, 120))
         batch_size = 100
         send(
             "aggregation_started",
@@ -467,7 +458,7 @@ class Producers:
                 items_per_second=total / (duration_ms / 1000),
                 namespaces_count=namespaces,
             )
-        return Scenario(records, {"aggregation_id": agg, "namespace": namespace})
+        return Scenario(send.records, {"aggregation_id": agg, "namespace": namespace})
 
     # -- the registry and the nodes' own events -------------------------------------------
 
@@ -556,7 +547,7 @@ class Producers:
             "deployment_id": deployment_id,
             "epoch": 1,
         }
-        records = [self._node_record("node_introspection", at, node_id, payload, metadata)]
+        sent = [("node_introspection", at, payload, metadata)]
         for beat, status in enumerate(health, 1):
             t = at + timedelta(seconds=30 * beat, microseconds=self.rng.randint(0, 999_999))
             active = self.rng.randint(0, 12)
@@ -583,27 +574,22 @@ class Producers:
                 "uptime_seconds": 30 * beat,
                 "active_operations": active,
             }
-            records.append(self._node_record("node_heartbeat", t, node_id, payload, metadata))
+            sent.append(("node_heartbeat", t, payload, metadata))
+        # partition_key and source_instance are the node id, so the node id is the key
+        records = [
+            self._bridge(
+                bridge_topic(DEV, event_type),
+                event_type,
+                self._soon(t),
+                payload,
+                metadata,
+                source_node_id=node_id,
+                partition_key=node_id,
+                source_instance=node_id,
+            )
+            for event_type, t, payload, metadata in sent
+        ]
         return Scenario(records, {"node_id": node_id, "node_type": node_type, "version": version})
-
-    def _node_record(
-        self,
-        event_type: str,
-        at: datetime,
-        node_id: str,
-        payload: dict[str, Any],
-        metadata: dict[str, Any],
-    ) -> ProducerRecord:
-        return self._bridge(
-            bridge_topic(DEV, event_type),
-            event_type,
-            self._soon(at),
-            payload,
-            metadata,
-            source_node_id=node_id,
-            partition_key=node_id,
-            source_instance=node_id,
-        )
 
     # -- the metadata-stamping service ----------------------------------------------------
 

@@ -88,26 +88,8 @@ WORKFLOW_FILE_RESTAMPED = P.stamp(
 )
 BATCH = P.stamp_batch(T0 + seconds(6))
 
-WALKS = {
-    "INGESTION": P.fsm_walk(
-        T0, "INGESTION", ["START_PROCESSING", "FAIL", "RETRY", "COMPLETE_INDEXING"]
-    ),
-    "PATTERN_LEARNING": P.fsm_walk(
-        T0,
-        "PATTERN_LEARNING",
-        [
-            "ADVANCE_TO_MATCHING",
-            "ADVANCE_TO_VALIDATION",
-            "ADVANCE_TO_TRACEABILITY",
-            "COMPLETE_LEARNING",
-        ],
-    ),
-    "QUALITY_ASSESSMENT": P.fsm_walk(
-        T0,
-        "QUALITY_ASSESSMENT",
-        ["START_ASSESSMENT", "COMPLETE_SCORING", "STORE_RESULTS", "REASSESS"],
-    ),
-}
+# INGESTION failing and retried, PATTERN_LEARNING to COMPLETED, QUALITY_ASSESSMENT with a retry
+WALKS = {fsm_type: P.fsm_walk(T0, fsm_type, actions) for fsm_type, actions in producers.WALKS[3:6]}
 CODE_ANALYSIS = [P.code_analysis(T0), P.code_analysis(T0 + seconds(1), failed=True)]
 
 PRODUCERS: dict[str, list[Scenario]] = {
