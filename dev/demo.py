@@ -1,10 +1,15 @@
 """``make demo``: the sink end to end on embedded services, ending in a summary.
 
 Starts PostgreSQL and a Kafka-protocol broker (dev/services.py: the environment's,
-else embedded), migrates, produces a sample stream (dev/sample.py) of at least 10,000
-events with duplicates, out-of-order arrivals and a few poison records, runs the sink until it
-has caught up, prints what landed where (read back from the database, and checked against what
-was produced), and stops what it started. Exit status 0 only when every check holds.
+else embedded), migrates, produces what the OmniNode producers really send (dev/producers.py:
+every producer, on its own topics and namespaces, in its own bytes) for at least 10,000
+events with duplicates, out-of-order arrivals across topics and a few poison records, runs the
+sink on its default subscription until it has caught up, prints what landed where (read back
+from the database, and checked against what was produced), and stops what it started. Exit
+status 0 only when every check holds.
+
+The producers' topic names are fixed (``dev.…``, ``omninode.bridge.…``), so the broker must
+not hold them yet: the embedded one or a fresh container does not.
 """
 
 from __future__ import annotations
@@ -15,11 +20,10 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
-import orjson
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 from rich.console import Console
 from rich.table import Table
 
@@ -27,12 +31,13 @@ from consumer import logs, migrate
 from consumer.settings import DatabaseSettings, KafkaSettings, Settings
 from consumer.stats import Stats
 from consumer.worker import Worker
-from dev import sample
+from dev import producers, sample
 from dev.services import running, start_kafka, start_postgres
 from handlers.registry import DATA_TABLES
 
 TABLES = (*DATA_TABLES, "omnisink.dead_letters")
-PARTITIONS = 3
+PARTITIONS = 3  # the bridge KafkaClient's default partition count
+SEED = 1
 
 
 @dataclass(frozen=True)
@@ -44,39 +49,35 @@ class Poison:
     kind: str
 
 
-def poison_records(env: str) -> list[Poison]:
-    """One of each kind of bad input a producer we don't control can send."""
-
-    def envelope(event_type: str, payload: dict[str, Any]) -> bytes:
-        return orjson.dumps(
-            {
-                "event_id": str(uuid.uuid4()),
-                "event_type": event_type,
-                "event_timestamp": "2026-11-01T00:00:00Z",
-                "payload": payload,
-            }
-        )
-
-    bridge = f"{env}.{sample.SLUGS['workflow_started']}.v1"
-    fsm = f"{env}.{sample.SLUGS['intel_fsm']}.v1"
+def poison_records() -> list[Poison]:
+    """One of each kind of bad input a producer we don't control can send, on the producers'
+    own topics."""
+    bridge = producers.bridge_topic(producers.DEV, "stamp_workflow_started")
+    fsm = f"{producers.INTELLIGENCE_PREFIX}.fsm.state.changed.v1"
+    # The FSM effect's envelope, claiming a move INGESTION does not have.
+    skipped_a_state = producers.encode(
+        {
+            "event_id": str(uuid.uuid4()),
+            "event_type": "FSM_STATE_CHANGED",
+            "correlation_id": str(uuid.uuid4()),
+            "timestamp": producers.BASE_TIME.timestamp(),
+            "version": "1.0.0",
+            "source": {"service": "omniintelligence", "node_type": "kafka_event_effect"},
+            "payload": {
+                "fsm_type": "INGESTION",
+                "entity_id": "doc_000_poison",
+                "previous_state": "RECEIVED",
+                "current_state": "INDEXED",
+                "action": "COMPLETE_INDEXING",
+                "transition_timestamp": producers.iso(producers.BASE_TIME),
+            },
+        }
+    )
     return [
         Poison(bridge, b"{not json", "decode"),
-        Poison(bridge, b'{"event_type": "WORKFLOW_STARTED", "payload": {}}', "schema"),
+        Poison(bridge, b'{"event_type": "stamp_workflow_started", "payload": {}}', "schema"),
         Poison(bridge, b'{"event_id": "x\\u0000"}', "decode"),
-        Poison(
-            fsm,
-            envelope(
-                "FSM_STATE_TRANSITION",
-                {
-                    "fsm_type": "INGESTION",
-                    "entity_id": "doc-poison",
-                    "from_state": "RECEIVED",
-                    "to_state": "INDEXED",
-                    "action": "COMPLETE_INDEXING",
-                },
-            ),
-            "invalid_transition",
-        ),
+        Poison(fsm, skipped_a_state, "invalid_transition"),
     ]
 
 
@@ -100,6 +101,20 @@ async def _produce(servers: str, stream: sample.Stream, poison: list[Poison]) ->
         servers, [*stream.records[:middle], *bad, *stream.records[middle:]], partitions=PARTITIONS
     )
     return time.monotonic() - started
+
+
+async def _refuse_used_topics(servers: str, stream: sample.Stream) -> None:
+    """Stop early on a broker that already holds the producers' topics: their old records
+    would be read too, and no count would check out."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    used = sorted(existing & set(stream.topics))
+    if used:
+        raise SystemExit(f"demo: the broker already has the producers' topics {used}")
 
 
 async def _dlq_count(servers: str, topics: list[str]) -> int:
@@ -138,9 +153,9 @@ async def demo(events: int, console: Console) -> bool:
         console.print(f"[bold]services[/]: PostgreSQL ({pg.kind}), broker ({kafka.kind})")
         db_url = await _create_database(pg.url, f"omnisink_demo_{uuid.uuid4().hex[:8]}")
         await asyncio.to_thread(migrate.upgrade, db_url)
-        env = f"demo{uuid.uuid4().hex[:6]}"
-        stream = sample.generate(events, env=env)
-        poison = poison_records(env)
+        stream = producers.stream(events, seed=SEED)
+        poison = poison_records()
+        await _refuse_used_topics(kafka.url, stream)
         produce_s = await _produce(kafka.url, stream, poison)
         console.print(
             f"[bold]produced[/]: {len(stream.records):,} records ({stream.distinct_events:,} "

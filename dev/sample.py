@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -82,10 +82,10 @@ FSM_PATHS: dict[str, tuple[str, list[tuple[str, str]]]] = {
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One record to produce: topic (with env prefix and version), key, value."""
+    """One record to produce: topic (with env prefix and version), key (None: keyless), value."""
 
     topic: str
-    key: bytes
+    key: bytes | None
     value: bytes | None
     event_id: uuid.UUID
     event_type: str
@@ -118,8 +118,8 @@ class _Builder:
         self.env = env
         # Sample data, not secrets: a seeded PRNG makes the stream reproducible.
         self.rng = random.Random(seed)  # noqa: S311
-        # one ordered queue of records per (topic, key): the producer's per-key order
-        self.queues: dict[tuple[str, bytes], list[Record]] = {}
+        # every record in the order its producer sent it
+        self.records: list[Record] = []
 
     def new_id(self) -> uuid.UUID:
         return uuid.UUID(int=self.rng.getrandbits(128), version=4)
@@ -154,29 +154,36 @@ class _Builder:
             "payload": payload,
             "metadata": {"sample": True},
         }
-        record = Record(topic, key.encode(), orjson.dumps(envelope), event_id, event_type)
-        self.queues.setdefault((topic, record.key), []).append(record)
+        self.records.append(
+            Record(topic, key.encode(), orjson.dumps(envelope), event_id, event_type)
+        )
 
-    def interleave(self, duplicate_share: float) -> list[Record]:
-        """Merge the per-key queues at random (per-key order kept), with some duplicates."""
-        queues = [q for q in self.queues.values() if q]
-        out: list[Record] = []
-        positions = [0] * len(queues)
-        live = list(range(len(queues)))
-        while live:
-            i = self.rng.choice(live)
-            record = queues[i][positions[i]]
-            positions[i] += 1
-            if positions[i] == len(queues[i]):
-                live.remove(i)
-            out.append(record)
-        # Producer retries: the same record again, a little later, on the same topic and key.
-        for index in sorted(
-            self.rng.sample(range(len(out)), int(len(out) * duplicate_share)), reverse=True
-        ):
-            later = min(len(out), index + self.rng.randint(1, 50))
-            out.insert(later, out[index])
-        return out
+
+R = TypeVar("R", bound=Record)
+
+
+def interleave(records: Sequence[R], rng: random.Random, duplicate_share: float) -> list[R]:
+    """The records as they arrive: one queue per (topic, key) keeps its producer's order, the
+    queues are merged at random (so topics interleave), and a share of the records is sent
+    again a little later on the same topic and key (producer retries, same event_id)."""
+    by_key: dict[tuple[str, bytes | None], list[R]] = {}
+    for record in records:
+        by_key.setdefault((record.topic, record.key), []).append(record)
+    queues = list(by_key.values())
+    out: list[R] = []
+    positions = [0] * len(queues)
+    live = list(range(len(queues)))
+    while live:
+        i = rng.choice(live)
+        record = queues[i][positions[i]]
+        positions[i] += 1
+        if positions[i] == len(queues[i]):
+            live.remove(i)
+        out.append(record)
+    for index in sorted(rng.sample(range(len(out)), int(len(out) * duplicate_share)), reverse=True):
+        later = min(len(out), index + rng.randint(1, 50))
+        out.insert(later, out[index])
+    return out
 
 
 def generate(events: int = 10_000, *, seed: int = 7, env: str = "demo") -> Stream:
@@ -204,7 +211,7 @@ def generate(events: int = 10_000, *, seed: int = 7, env: str = "demo") -> Strea
             key=f"audit-{c}",
             wire_type="audit.recorded",
         )
-    return Stream(b.interleave(duplicate_share=0.02))
+    return Stream(interleave(b.records, b.rng, duplicate_share=0.02))
 
 
 def _workflow(b: _Builder, n: int) -> None:
