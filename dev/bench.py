@@ -164,7 +164,7 @@ async def run_copy_ceiling(source_url: str, target_url: str) -> Result:
                 if records:
                     await target.copy_records_to_table(
                         name,
-                        records=[tuple(r.values()) for r in records],
+                        records=[tuple(_plain(v) for v in r.values()) for r in records],
                         columns=list(records[0].keys()),
                         schema_name=schema,
                     )
@@ -174,6 +174,15 @@ async def run_copy_ceiling(source_url: str, target_url: str) -> Result:
         await target.close()
     total = sum(len(r[2]) for r in rows.values())
     return Result("COPY ceiling (the same rows)", events, seconds, f"{total:,} rows in all")
+
+
+def _plain(value: object) -> object:
+    """A value as COPY takes it back: an array of composites (``omnisink.lease_key[]``) comes
+    out as asyncpg Records, which go back in as tuples (asyncpg reads a nested tuple as a
+    composite and any other sequence as one more array dimension)."""
+    if isinstance(value, list):
+        return [tuple(v) if isinstance(v, asyncpg.Record) else v for v in value]
+    return value
 
 
 async def bench(
