@@ -74,3 +74,22 @@ def test_default_pattern_matches_the_contract(topic: str, matches: bool) -> None
     import re
 
     assert bool(re.match(DEFAULT_TOPIC_PATTERN, topic)) is matches
+
+
+def test_the_default_namespace_reaches_the_stamps_handler(monkeypatch: pytest.MonkeyPatch) -> None:
+    from handlers import registry
+    from handlers.stamps import DEFAULT_NAMESPACE, StampsHandler
+
+    assert Settings().default_namespace == DEFAULT_NAMESPACE
+    monkeypatch.setenv("OMNISINK_DEFAULT_NAMESPACE", "omninode.tenant-a")
+    handlers = registry.configured(default_namespace=Settings().default_namespace)
+    stamps = [h for h in handlers if isinstance(h, StampsHandler)]
+    assert [s.default_namespace for s in stamps] == ["omninode.tenant-a"]
+    # Every other handler is the registry's own, in the registry's order.
+    assert [h.name for h in handlers] == [h.name for h in registry.HANDLERS]
+    assert [h for h in handlers if h not in stamps] == [
+        h for h in registry.HANDLERS if not isinstance(h, StampsHandler)
+    ]
+    monkeypatch.setenv("OMNISINK_DEFAULT_NAMESPACE", "")
+    with pytest.raises(ValidationError):
+        Settings()
