@@ -37,6 +37,12 @@ class Metrics:
         self.dead_letters = Counter(
             "omnisink_dead_letters", "Dead letters, by kind.", ["kind"], registry=r
         )
+        self.restamps = Counter(
+            "omnisink_restamps",
+            "STAMP_CREATED events of content already stamped: kept in event_logs, the "
+            "earliest stamp of a file_hash holds its row.",
+            registry=r,
+        )
         self.batches = Counter("omnisink_batches", "Batches committed.", registry=r)
         self.batch_seconds = Histogram(
             "omnisink_batch_duration_seconds",
@@ -86,6 +92,7 @@ class Metrics:
         self.records.labels("written").inc(len(outcome.written))
         self.records.labels("duplicate").inc(len(outcome.duplicates))
         self.records.labels("dead_letter").inc(len(outcome.dead_letters))
+        self.restamps.inc(outcome.counts.restamps)
         for event_type, n in Tally(e.event_type for e in outcome.written).items():
             self.events.labels(event_type).inc(n)
         for kind, n in Tally(d.kind for d in outcome.dead_letters).items():

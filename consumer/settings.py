@@ -14,6 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from handlers import stamps
+
 ENV_PREFIX = "OMNISINK_"
 
 # The contract's default subscription: every versioned event topic of the bridge tenant and
@@ -112,6 +114,11 @@ class Settings(BaseSettings):
     batch_max_wait_ms: int = Field(default=200, ge=0)
     max_message_bytes: int = Field(default=1024 * 1024, gt=0)
     unknown_events: Literal["keep", "dlq"] = "keep"
+    # The namespace of a stamp that neither its payload, its workflow nor its envelope's
+    # metadata names (contract rule 4.6).
+    default_namespace: str = Field(
+        default=stamps.DEFAULT_NAMESPACE, min_length=1, max_length=stamps.NAMESPACE_MAX_CHARS
+    )
     # The largest dead letter the producer sends (an oversize record is dead-lettered whole);
     # the broker's own limit for the .dlq topic still applies.
     dlq_max_request_bytes: int = Field(default=16 * 1024 * 1024, gt=0)

@@ -36,8 +36,8 @@ from consumer.settings import Settings
 from consumer.stats import Stats
 from consumer.store import database, offsets
 from consumer.store.batch import Batch, Records, write_batch
+from handlers import registry
 from handlers.base import Handler
-from handlers.registry import HANDLERS
 
 log = structlog.get_logger("omnisink.worker")
 
@@ -49,13 +49,18 @@ class Worker:
         self,
         settings: Settings,
         *,
-        handlers: Sequence[Handler[Any]] = HANDLERS,
+        handlers: Sequence[Handler[Any]] | None = None,
         until_caught_up: bool = False,
         drain_timeout_s: float | None = None,
         install_signal_handlers: bool = True,
     ) -> None:
         self.settings = settings
-        self.handlers = handlers
+        # By default the registry's, configured from the settings.
+        self.handlers = (
+            handlers
+            if handlers is not None
+            else registry.configured(default_namespace=settings.default_namespace)
+        )
         self.until_caught_up = until_caught_up
         self.drain = Drain(settings, drain_timeout_s) if until_caught_up else None
         self.install_signal_handlers = install_signal_handlers

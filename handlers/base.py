@@ -14,6 +14,8 @@ The consumer drives a batch through the handlers in one PostgreSQL transaction:
    ``INSERT ... ON CONFLICT DO UPDATE`` may not touch the same row twice. A check that needs
    the database (a stamp conflict) raises :class:`Rejected` naming the events: the consumer
    rolls the transaction back, dead-letters those events and runs the batch again without them.
+   ``apply`` may return :class:`Counts`, what it saw besides its rows (a re-stamp); the
+   consumer keeps the counts of the attempts that were written and counts them in its metrics.
 
 Order tolerance (contract section 4.2) is each handler's job: a current-state column moves only
 for an event newer by ``(event_timestamp, event_id)`` than the one that last moved it (the
@@ -94,6 +96,17 @@ class Contended(Exception):  # noqa: N818 - a condition of the data, like Reject
     this as transient). Handlers never raise a driver's exception class for this."""
 
 
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """What an ``apply`` reports besides its rows; the consumer adds them up per batch."""
+
+    # STAMP_CREATED events that do not hold their file_hash's row: re-stamps (rule 4.6).
+    restamps: int = 0
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(restamps=self.restamps + other.restamps)
+
+
 P = TypeVar("P")
 T = TypeVar("T")
 K = TypeVar("K")
@@ -117,8 +130,9 @@ class Handler(Protocol[P]):
         """Validate the payload (no I/O). Raise :class:`Reject` for a permanent error."""
         ...
 
-    async def apply(self, conn: asyncpg.Connection, items: Sequence[Item[P]]) -> None:
-        """Write the rows of these new events, set-based, inside the caller's transaction."""
+    async def apply(self, conn: asyncpg.Connection, items: Sequence[Item[P]]) -> Counts | None:
+        """Write the rows of these new events, set-based, inside the caller's transaction;
+        return what it counted, if anything."""
         ...
 
 

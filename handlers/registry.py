@@ -16,7 +16,7 @@ from handlers.envelope import Envelope, EventType
 from handlers.intelligence_fsm import INTELLIGENCE_FSM
 from handlers.intelligence_workflows import INTELLIGENCE_WORKFLOWS
 from handlers.nodes import NODES
-from handlers.stamps import STAMPS
+from handlers.stamps import STAMPS, StampsHandler
 from handlers.workflows import WORKFLOWS
 
 HANDLERS: tuple[Handler[Any], ...] = (
@@ -27,6 +27,14 @@ HANDLERS: tuple[Handler[Any], ...] = (
     INTELLIGENCE_FSM,
     INTELLIGENCE_WORKFLOWS,
 )
+
+
+def configured(*, default_namespace: str) -> tuple[Handler[Any], ...]:
+    """HANDLERS as the daemon runs them: the stamps handler with the namespace of stamps that
+    name none (``OMNISINK_DEFAULT_NAMESPACE``). Handlers read no settings; this is the one
+    value of them a handler needs."""
+    return tuple(StampsHandler(default_namespace) if h is STAMPS else h for h in HANDLERS)
+
 
 # The intelligence service names its workflow events like the bridge's (`workflow.started`);
 # on an intelligence topic they are the intelligence workflow types (contract section 3).

@@ -39,7 +39,7 @@ from consumer.deadletters import DeadLetter, Publisher, from_exception
 from consumer.errors import classify
 from consumer.store import dead_letters, offsets
 from handlers import event_logs
-from handlers.base import Event, Handler, Item, Reject, Rejected
+from handlers.base import Counts, Event, Handler, Item, Reject, Rejected
 from handlers.envelope import DecodeError, decode
 from handlers.registry import resolve
 
@@ -57,6 +57,8 @@ class BatchResult:
     duplicates: list[Event] = field(default_factory=list)
     # Events that can never be written, with the reason; nothing about them was written.
     rejected: list[tuple[Event, Reject]] = field(default_factory=list)
+    # What the handlers counted in the attempts that were written (re-stamps).
+    counts: Counts = field(default_factory=Counts)
 
 
 @dataclass
@@ -140,6 +142,7 @@ class Outcome:
     dead_letters: list[DeadLetter]
     next_offsets: Mapping[TopicPartition, int]
     took_s: float
+    counts: Counts = field(default_factory=Counts)
 
 
 async def write_batch(
@@ -179,6 +182,7 @@ async def write_batch(
         dead_letters=dead,
         next_offsets=next_offsets,
         took_s=time.monotonic() - started,
+        counts=result.counts,
     )
 
 
@@ -247,9 +251,11 @@ async def _write_part(
     handlers: Sequence[Handler[Any]],
     result: BatchResult,
 ) -> set[UUID]:
-    """Write ``part`` in a savepoint; return the ids it wrote for the first time."""
+    """Write ``part`` in a savepoint; return the ids it wrote for the first time. The handlers'
+    counts of an attempt that is rolled back are dropped with it."""
     while part:
         ids = {e.event_id for e in part}
+        counts = Counts()
         try:
             async with conn.transaction():
                 new_ids = await event_logs.insert(conn, part)
@@ -260,7 +266,7 @@ async def _write_part(
                         if i.event.event_id in new_ids and i.event.event_id in ids
                     ]
                     if items:
-                        await handler.apply(conn, items)
+                        counts += await handler.apply(conn, items) or Counts()
         except Rejected as exc:
             if not exc.rejections or not exc.rejections.keys() <= ids:
                 raise RuntimeError("a handler rejected events that are not in its batch") from exc
@@ -278,6 +284,7 @@ async def _write_part(
             first = await _write_part(conn, part[:middle], by_handler, handlers, result)
             return first | await _write_part(conn, part[middle:], by_handler, handlers, result)
         else:
+            result.counts += counts
             return new_ids
     return set()
 

@@ -66,8 +66,8 @@ CASES: list[tuple[str, bytes | None, str | None]] = [
     ),
     ("a stamp", orjson.dumps(_envelope("STAMP_CREATED", STAMP)), None),
     (
-        "the same hash under another stamp id",
-        orjson.dumps(_envelope("STAMP_CREATED", {**STAMP, "stamp_id": "st-b"})),
+        "the same stamp id with another hash",
+        orjson.dumps(_envelope("STAMP_CREATED", {**STAMP, "file_hash": "bb" * 32})),
         "conflict",
     ),
     (

@@ -59,8 +59,8 @@ async def test_a_repeat_of_an_event_refused_by_the_database_shares_its_fate(
     db: asyncpg.Connection,
 ) -> None:
     first = _event(uuid.uuid4(), "STAMP_CREATED", STAMP, 0)
-    conflicting = uuid.uuid4()  # the same hash under another stamp id: a conflict
-    other = {**STAMP, "stamp_id": "st-2"}
+    conflicting = uuid.uuid4()  # the same stamp id with another hash: a conflict
+    other = {**STAMP, "file_hash": "cd" * 32}
     records = [
         first,
         _event(conflicting, "STAMP_CREATED", other, 1),

@@ -2,14 +2,20 @@
 conflict-free event set leave every current-state and per-event table identical.
 
 The event set is the sample stream (dev/sample.py: every event type, realistic ids and
-payloads); hypothesis chooses the permutation, the batch boundaries and the duplicates. Each
-family's own property test (tests/integration/handlers/) covers its edge cases; this one
-covers the families together, through the same batch driver and registry the daemon uses.
+payloads), plus stamps as the producers send them (docs/producers.md): orchestrator stamps
+assembled from their workflow's HASH_GENERATED / WORKFLOW_COMPLETED, and the stamping
+service's re-stamps of content the sample already stamped, some older than the sample's stamp
+(they take its row over), some newer. hypothesis chooses the permutation, the batch boundaries
+and the duplicates. Each family's own property test (tests/integration/handlers/) covers its
+edge cases; this one covers the families together, through the same batch driver and registry
+the daemon uses.
 """
 
 from __future__ import annotations
 
 import itertools
+import uuid
+from datetime import timedelta
 
 import asyncpg
 from hypothesis import HealthCheck, given, settings
@@ -20,6 +26,7 @@ from dev import sample
 from handlers.base import Event
 from handlers.envelope import decode
 from handlers.registry import HANDLERS, resolve
+from tests.integration.handlers import support
 from tests.support import DATA_TABLES, table_snapshot
 
 STREAM = sample.generate(120, seed=3, env="conv")
@@ -38,7 +45,55 @@ def _events() -> list[Event]:
     return out
 
 
-EVENTS = _events()
+def _stamps_as_produced(sampled: list[Event]) -> list[Event]:
+    """Producer-shaped stamps around the sample's own; ids derived from names, so the set is
+    the same in every run."""
+
+    def uid(name: str) -> uuid.UUID:
+        return uuid.uuid5(uuid.NAMESPACE_URL, f"omnisink-convergence/{name}")
+
+    stamps = [e for e in sampled if e.event_type == "STAMP_CREATED"]
+    second = timedelta(seconds=1)
+    out: list[Event] = []
+    # The stamping service re-stamps the sample's content: odd ones before its stamp, even
+    # ones after it.
+    for n, original in enumerate(stamps[:4]):
+        when = original.at - second if n % 2 else original.at + second
+        file_hash = original.payload["file_hash"]
+        out.append(support.service_stamp(f"restamp-{n}", file_hash, when, event_id=uid(f"r{n}")))
+    # Orchestrator workflows: the stamp names no hash. The first re-stamps sample content
+    # before the sample's stamp and has both workflow events; the next has only the hash, the
+    # next only the legacy completion; the last neither, so its stamp waits.
+    original = stamps[4]
+    hashes = [original.payload["file_hash"], "c0" * 32, "c1" * 32, "c2" * 32]
+    for n, file_hash in enumerate(hashes):
+        workflow_id, stamp_id = str(uid(f"workflow-{n}")), f"assembled-{n}"
+        when = original.at - 2 * second + n * second
+        out.append(support.orchestrator_stamp(workflow_id, stamp_id, when, event_id=uid(f"s{n}")))
+        if n in (0, 1):
+            out.append(
+                support.hash_generated(workflow_id, file_hash, when - second, event_id=uid(f"h{n}"))
+            )
+        if n in (0, 2):
+            out.append(
+                support.workflow_completed(
+                    workflow_id,
+                    stamp_id,
+                    file_hash,
+                    f"omninode.assembled-{n}",
+                    when + second,
+                    event_id=uid(f"c{n}"),
+                )
+            )
+    return out
+
+
+SAMPLED = _events()
+# Read after the sample's records, each at an offset of its own.
+EVENTS = SAMPLED + [
+    Event(e.envelope, e.topic, 0, len(STREAM.records) + n)
+    for n, e in enumerate(_stamps_as_produced(SAMPLED))
+]
 
 
 async def _reset(conn: asyncpg.Connection) -> None:
@@ -55,6 +110,23 @@ async def _apply(conn: asyncpg.Connection, batches: list[list[Event]]) -> None:
 def test_the_sample_stream_covers_every_handled_type() -> None:
     handled = set().union(*(h.event_types for h in HANDLERS))
     assert handled <= {e.event_type for e in EVENTS}
+
+
+async def test_the_producers_stamps_are_assembled(db: asyncpg.Connection) -> None:
+    await _reset(db)
+    await _apply(db, [EVENTS])
+    held = {
+        r["stamp_id"]: r["namespace"]
+        for r in await db.fetch("SELECT stamp_id, namespace FROM metadata_stamps")
+    }
+    # Assembled from the workflow's events (the last one still waits for its hash).
+    assert held["assembled-0"] == "omninode.assembled-0"
+    assert held["assembled-1"] == support.BRIDGE_NAMESPACE
+    assert held["assembled-2"] == "omninode.assembled-2"
+    assert "assembled-3" not in held
+    # The older re-stamps hold their content's row, the newer ones do not.
+    assert {"restamp-1", "restamp-3"} <= held.keys()
+    assert not {"restamp-0", "restamp-2"} & held.keys()
 
 
 @settings(

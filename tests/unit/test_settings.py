@@ -86,3 +86,22 @@ def test_a_static_member_gets_a_session_timeout_that_outlives_a_restart(
     monkeypatch.delenv("OMNISINK_GROUP_INSTANCE_ID")
     monkeypatch.delenv("OMNISINK_KAFKA_SESSION_TIMEOUT_MS")
     assert Settings().kafka.session_timeout_ms == 10_000  # a dynamic member fails over fast
+
+
+def test_the_default_namespace_reaches_the_stamps_handler(monkeypatch: pytest.MonkeyPatch) -> None:
+    from handlers import registry
+    from handlers.stamps import DEFAULT_NAMESPACE, StampsHandler
+
+    assert Settings().default_namespace == DEFAULT_NAMESPACE
+    monkeypatch.setenv("OMNISINK_DEFAULT_NAMESPACE", "omninode.tenant-a")
+    handlers = registry.configured(default_namespace=Settings().default_namespace)
+    stamps = [h for h in handlers if isinstance(h, StampsHandler)]
+    assert [s.default_namespace for s in stamps] == ["omninode.tenant-a"]
+    # Every other handler is the registry's own, in the registry's order.
+    assert [h.name for h in handlers] == [h.name for h in registry.HANDLERS]
+    assert [h for h in handlers if h not in stamps] == [
+        h for h in registry.HANDLERS if not isinstance(h, StampsHandler)
+    ]
+    monkeypatch.setenv("OMNISINK_DEFAULT_NAMESPACE", "")
+    with pytest.raises(ValidationError):
+        Settings()

@@ -1,5 +1,7 @@
-"""What the handler tests share: events built from dict envelopes, batches written the way the
-consumer writes them, the convergence property's batching, and table snapshots.
+"""What the handler tests share: events built from dict envelopes (the producers' stamp events
+among them: the stamps tests and the all-families convergence test both use them), batches
+written the way the consumer writes them, the convergence property's batching, and table
+snapshots.
 
 Each test module keeps what is its family's own: the topics its events are read from, its
 payload builders, its row readers and the queries of its snapshot.
@@ -22,6 +24,7 @@ from hypothesis import strategies as st
 from consumer.store import batch
 from handlers.base import Event, Handler
 from handlers.envelope import Envelope
+from handlers.registry import resolve
 
 # A redelivered event is the same envelope read again from a later offset.
 REDELIVERY_OFFSET = 1000
@@ -136,3 +139,154 @@ def draw_batches(
     )
     bounds = [0, *sorted(cuts), len(sequence)]
     return [sequence[start:end] for start, end in itertools.pairwise(bounds) if start < end]
+
+
+# --- the producers' stamp events, as docs/producers.md gives them ------------------------------
+
+BRIDGE_NAMESPACE = "dev"
+ORCHESTRATOR_NODE = "orchestrator-1"
+STAMPED_FILE = "/srv/repo/docs/guide.md"
+_ORCHESTRATOR_SLUGS = {
+    "metadata_stamp_created": "metadata-stamp-created",
+    "blake3_hash_generated": "blake3-hash-generated",
+    "stamp_workflow_completed": "stamp-workflow-completed",
+}
+
+
+def _read(wire: dict[str, Any], topic: str) -> Event:
+    return Event(resolve(Envelope.from_wire(wire), topic), topic, 0, 0)
+
+
+def orchestrator(
+    wire_type: str,
+    data: dict[str, Any],
+    when: datetime,
+    *,
+    event_id: uuid.UUID | None = None,
+    namespace: str | None = BRIDGE_NAMESPACE,
+) -> Event:
+    """An orchestrator event through the bridge envelope: the data with its timestamp, then
+    node_id and published_at; the workflow id as correlation id; the orchestrator's envelope
+    metadata (its ``namespace`` left out when None)."""
+    payload = {
+        **data,
+        "timestamp": when.isoformat(),
+        "node_id": ORCHESTRATOR_NODE,
+        "published_at": (when + timedelta(microseconds=250)).isoformat(),
+    }
+    metadata: dict[str, Any] = {
+        "event_category": "workflow_orchestration",
+        "node_type": "orchestrator",
+        "namespace": namespace,
+        "consul_service_id": f"omninode-bridge-orchestrator-{ORCHESTRATOR_NODE}",
+    }
+    if namespace is None:
+        del metadata["namespace"]
+    wire = {
+        "envelope_version": "1.0",
+        "event_id": str(event_id or uuid.uuid4()),
+        "event_type": wire_type,
+        "event_version": "1.0",
+        "event_timestamp": when.isoformat(),
+        "source_node_id": ORCHESTRATOR_NODE,
+        "source_service": "omninode-bridge",
+        "source_version": "1.0.0",
+        "source_instance": None,
+        "correlation_id": data["workflow_id"],
+        "causation_id": None,
+        "environment": "development",
+        "region": None,
+        "partition_key": None,
+        "payload": payload,
+        "metadata": metadata,
+    }
+    slug = _ORCHESTRATOR_SLUGS[wire_type]
+    return _read(wire, f"{BRIDGE_NAMESPACE}.omninode_bridge.onex.evt.{slug}.v1")
+
+
+def orchestrator_stamp(
+    workflow_id: str,
+    stamp_id: str,
+    when: datetime,
+    *,
+    event_id: uuid.UUID | None = None,
+    namespace: str | None = BRIDGE_NAMESPACE,
+) -> Event:
+    """``metadata_stamp_created``: no file_hash, no namespace, no stamp_data."""
+    data = {"workflow_id": workflow_id, "stamp_id": stamp_id, "creation_time_ms": 1.93}
+    return orchestrator(
+        "metadata_stamp_created", data, when, event_id=event_id, namespace=namespace
+    )
+
+
+def hash_generated(
+    workflow_id: str, file_hash: str, when: datetime, *, event_id: uuid.UUID | None = None
+) -> Event:
+    """``blake3_hash_generated``."""
+    data = {"workflow_id": workflow_id, "file_hash": file_hash, "generation_time_ms": 0.412}
+    return orchestrator("blake3_hash_generated", data, when, event_id=event_id)
+
+
+def workflow_completed(
+    workflow_id: str,
+    stamp_id: str,
+    file_hash: str,
+    namespace: str,
+    when: datetime,
+    *,
+    event_id: uuid.UUID | None = None,
+) -> Event:
+    """The legacy ``stamp_workflow_completed``."""
+    data = {
+        "workflow_id": workflow_id,
+        "stamp_id": stamp_id,
+        "file_hash": file_hash,
+        "namespace": namespace,
+    }
+    return orchestrator("stamp_workflow_completed", data, when, event_id=event_id)
+
+
+def service_stamp(
+    stamp_id: str,
+    file_hash: str,
+    when: datetime,
+    *,
+    event_id: uuid.UUID | None = None,
+    file_path: str = STAMPED_FILE,
+) -> Event:
+    """The metadata-stamping service's ``metadata.stamp.created`` through its older envelope:
+    no namespace, no stamp_data, no workflow."""
+    wire = {
+        "envelope_version": "1.0",
+        "event_id": str(event_id or uuid.uuid4()),
+        "event_type": "metadata.stamp.created",
+        "event_version": "1.0",
+        "timestamp": when.isoformat(),
+        "correlation_id": None,
+        "causation_id": None,
+        "source_service": "metadata-stamping-service",
+        "source_version": "0.1.0",
+        "source_instance": "metadata-stamping-4242",
+        "source_node": None,
+        "environment": "development",
+        "region": None,
+        "partition_key": file_hash,
+        "security_context": {
+            "actor_id": "system",
+            "session_id": "system",
+            "security_level": "standard",
+            "hmac_signature": None,
+            "signing_key_id": None,
+        },
+        "payload": {
+            "stamp_id": stamp_id,
+            "file_hash": file_hash,
+            "file_path": file_path,
+            "file_size_bytes": 2048,
+            "execution_time_ms": 1.7,
+            "hash_algorithm": "BLAKE3",
+            "created_at": when.isoformat(),
+        },
+        "metadata": {},
+    }
+    return _read(wire, "dev.omninode-bridge.metadata.metadata-stamp-created.v1")
