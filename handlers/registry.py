@@ -68,4 +68,4 @@ def resolve(envelope: Envelope, topic: str) -> Envelope:
     refined = _ON_INTELLIGENCE_TOPIC.get(known)
     if refined is None:
         return envelope
-    return envelope.model_copy(update={"event_type": refined.value})
+    return envelope.with_type(refined.value)
