@@ -8,6 +8,7 @@ payload builders, its row readers and the queries of its snapshot.
 from __future__ import annotations
 
 import itertools
+import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+from aiokafka.structs import ConsumerRecord, TopicPartition
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
@@ -69,6 +71,24 @@ class EventMaker:
             wire["session_id"] = str(session_id)
         envelope = Envelope.from_wire(wire)
         return Event(envelope, self.topic(event_type, envelope), 0, offset)
+
+
+def as_produced(
+    sent: Sequence[tuple[str, dict[str, Any]]], *, keep_unknown: bool = False
+) -> list[Event]:
+    """Events read as the consumer reads them: each (topic, wire envelope) encoded the way the
+    producers encode it (Python's json, default settings), decoded and refined by topic by
+    the consumer's own code, at offsets 0, 1, ... of partition 0 of its topic. With
+    ``keep_unknown`` False (OMNISINK_UNKNOWN_EVENTS=dlq) nothing may be refused."""
+    records: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
+    for offset, (topic, wire) in enumerate(sent):
+        value = json.dumps(wire).encode()
+        records.setdefault(TopicPartition(topic, 0), []).append(
+            ConsumerRecord(topic, 0, offset, 0, 0, None, value, None, 0, len(value), [])
+        )
+    decoded = batch.Batch.decode(records, max_bytes=1 << 20, keep_unknown=keep_unknown)
+    assert decoded.refused == [], [d.message for d in decoded.refused]
+    return sorted(decoded.events, key=lambda e: e.offset)
 
 
 async def write_batch(
