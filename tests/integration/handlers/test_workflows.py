@@ -372,6 +372,74 @@ async def test_hash_generated_newest_wins_over_completed_and_older_hashes(
     assert row["state"] == "COMPLETED"
 
 
+def orchestrator_wire(
+    event_type: str, workflow_id: uuid.UUID, seconds: float, **data: Any
+) -> dict[str, Any]:
+    """NodeBridgeOrchestrator's envelope (producers.md, section 1): the payload is the event's
+    data plus node_id and published_at; the correlation id (and key) is the workflow id."""
+    when = at(seconds).isoformat()
+    return {
+        "envelope_version": "1.0",
+        "event_id": str(uuid.uuid4()),
+        "event_type": event_type,
+        "event_version": "1.0",
+        "event_timestamp": when,
+        "source_node_id": "orchestrator-1",
+        "source_service": "omninode-bridge",
+        "source_version": "1.0.0",
+        "source_instance": None,
+        "correlation_id": str(workflow_id),
+        "causation_id": None,
+        "environment": "development",
+        "region": None,
+        "partition_key": str(workflow_id),
+        "payload": {
+            "workflow_id": str(workflow_id),
+            **data,
+            "timestamp": when,
+            "node_id": "orchestrator-1",
+            "published_at": when,
+        },
+        "metadata": {
+            "event_category": "workflow_orchestration",
+            "node_type": "orchestrator",
+            "namespace": "omninode.bridge",
+            "consul_service_id": "omninode-bridge-orchestrator-orchestrator-1",
+        },
+    }
+
+
+ORCHESTRATOR_TOPIC = "omninode.bridge.omninode_bridge.onex.evt.{}.v1"
+
+
+def orchestrated(*sent: dict[str, Any]) -> list[Event]:
+    """The orchestrator's records read from its topics (the slug is the wire type's)."""
+    return support.as_produced(
+        [(ORCHESTRATOR_TOPIC.format(w["event_type"].replace("_", "-")), w) for w in sent]
+    )
+
+
+async def test_a_hash_generation_time_is_rounded_to_the_nearest_millisecond(
+    db: asyncpg.Connection,
+) -> None:
+    wid = uuid.uuid4()
+    hashed = orchestrated(
+        orchestrator_wire(
+            "blake3_hash_generated", wid, 1, file_hash="a" * 64, generation_time_ms=2.5
+        )
+    )
+    await write(db, *hashed)
+    assert (await workflow(db, wid))["hash_generation_time_ms"] == 3
+    for sent, stored in ((0.4999, 0), (0.5, 1), (12.3456, 12), (41.96, 42)):
+        [event] = orchestrated(
+            orchestrator_wire(
+                "blake3_hash_generated", wid, 2 + sent, file_hash="b" * 64, generation_time_ms=sent
+            )
+        )
+        await write(db, event)
+        assert (await workflow(db, wid))["hash_generation_time_ms"] == stored, sent
+
+
 async def test_intelligence_received_sets_the_workflows_intelligence(
     db: asyncpg.Connection,
 ) -> None:
