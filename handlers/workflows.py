@@ -46,9 +46,17 @@ Decisions (event contract sections 3 and 4):
   A step event with a step_id and a step event of the same step with only its step_name are two
   steps: producers must name a step one way. status follows the newest event (RUNNING /
   COMPLETED / FAILED). step_name (else the step_id), step_type (else ``'unknown'``, which the
-  bridge's producer also sends when it does not know), step_order (else 0) and input_data
-  (else ``{}``) hold their stand-in until an event that carries a real value fills them: the
-  first real value wins, so the result is order-independent when the events agree.
+  bridge's producer also sends when it does not know), step_order and input_data (else
+  ``{}``) hold their stand-in until an event that carries a real value fills them: the first
+  real value wins, so the result is order-independent when the events agree.
+- **step_order** no event sent is the step's rank within its workflow, 1, 2, ..., by the
+  step's earliest event (event time, then event id; ``order_event_at`` / ``order_event_id``,
+  migration 023), among all the workflow's steps: the bridge's orchestrator sends none, and
+  its steps' events follow each other in time. ``step_order_ranked`` says the column holds
+  that rank, so a producer's value (0 included) that arrives later replaces it. The ranks are
+  recomputed set-based for every workflow whose steps the batch touched, after the steps are
+  written, like the recount below: a late step that happened earlier moves its successors
+  up, and any order or batching of the same steps gives the same ranks.
   started_at = LEAST of STEP_STARTED times (NULL without one); completed_at = GREATEST of
   COMPLETED/FAILED times, and output_data and execution_time_ms are those of that latest
   terminal event, so a failed-then-retried step shows its final attempt in any order. A
@@ -90,7 +98,8 @@ STEP_NAME_MAX_CHARS: Final = 100
 STEP_TYPE_MAX_CHARS: Final = 50
 TRIGGERED_BY_MAX_CHARS: Final = 100
 
-# Stand-ins of the NOT NULL step columns until an event carries the real value.
+# Stand-ins of the NOT NULL step columns until an event carries the real value (step_order's
+# only until the batch's ranking replaces it).
 UNKNOWN_STEP_TYPE: Final = "unknown"
 UNKNOWN_STEP_ORDER: Final = 0
 
@@ -346,7 +355,7 @@ def _parse_step(event: Event) -> Step:
         step_key=step_key,
         step_name=step_name if step_name is not None else step_key,
         step_type=step_type if step_type != UNKNOWN_STEP_TYPE else None,
-        step_order=model.step_order if model.step_order != UNKNOWN_STEP_ORDER else None,
+        step_order=model.step_order,
         input_data=_real_input(_first_given(model.input, model.input_data)),
         output_data=output,
         execution_time_ms=model.execution_time_ms,
@@ -466,6 +475,8 @@ class _StepInput:
     step_key: str
     step_name: str
     status: tuple[tuple[datetime, UUID], str]
+    # The step's earliest event: its rank among the workflow's steps when no event sent one.
+    first: tuple[datetime, UUID]
     step_type: str | None = None
     step_order: int | None = None
     input_data: Any = None
@@ -547,13 +558,17 @@ class _Batch:
                 step_key=step.step_key,
                 step_name=step.step_name,
                 status=status,
+                first=item.event.order_key,
             )
-        elif status[0] > row.status[0]:
-            row.status = status
+        else:
+            row.first = min(row.first, item.event.order_key)
+            if status[0] > row.status[0]:
+                row.status = status
         if row.step_name == row.step_key:
             row.step_name = step.step_name
         row.step_type = row.step_type or step.step_type
-        row.step_order = row.step_order or step.step_order
+        if row.step_order is None:
+            row.step_order = step.step_order
         if row.input_data is None:
             row.input_data = step.input_data
         if step.status == "RUNNING":
@@ -657,27 +672,31 @@ WHERE t.id = i.id
     name="workflows.merge",
 )
 
-# One row per step. The stand-ins ('unknown', 0, the step_id as name, '{}' input) are replaced
-# by the first real value; output_data and execution_time_ms follow the latest terminal event
-# (the one completed_at shows); status follows the newest event (m.status: every input row has
-# a status event, newer than the stored pair or not).
+# One row per step. The stand-ins ('unknown', the step_id as name, '{}' input, a ranked
+# step_order) are replaced by the first real value; output_data and execution_time_ms follow the
+# latest terminal event (the one completed_at shows); status follows the newest event (m.status:
+# every input row has a status event, newer than the stored pair or not); the order pair is the
+# step's earliest event (o.earlier).
 _UPSERT_STEPS = Unnest(
     """
 INSERT INTO workflow_steps AS t (
-    id, workflow_id, step_key, step_name, step_type, step_order, input_data, output_data,
-    status, started_at, completed_at, execution_time_ms, status_event_at, status_event_id
+    id, workflow_id, step_key, step_name, step_type, step_order, step_order_ranked,
+    input_data, output_data, status, started_at, completed_at, execution_time_ms,
+    status_event_at, status_event_id, order_event_at, order_event_id
 )
 SELECT s.id, s.workflow_id, s.step_key, s.step_name, s.step_type, s.step_order,
-    COALESCE(s.input_data::jsonb, '{}'::jsonb), COALESCE(s.output_data::jsonb, '{}'::jsonb),
-    s.status, s.started_at, s.completed_at, s.execution_time_ms, s.status_event_at,
-    s.status_event_id
+    s.step_order_ranked, COALESCE(s.input_data::jsonb, '{}'::jsonb),
+    COALESCE(s.output_data::jsonb, '{}'::jsonb), s.status, s.started_at, s.completed_at,
+    s.execution_time_ms, s.status_event_at, s.status_event_id, s.order_event_at,
+    s.order_event_id
 FROM unnest(
-    $1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::text[],
-    $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], $12::integer[],
-    $13::timestamptz[], $14::uuid[]
+    $1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::boolean[],
+    $8::text[], $9::text[], $10::text[], $11::timestamptz[], $12::timestamptz[],
+    $13::integer[], $14::timestamptz[], $15::uuid[], $16::timestamptz[], $17::uuid[]
 ) AS s(
-    id, workflow_id, step_key, step_name, step_type, step_order, input_data, output_data,
-    status, started_at, completed_at, execution_time_ms, status_event_at, status_event_id
+    id, workflow_id, step_key, step_name, step_type, step_order, step_order_ranked,
+    input_data, output_data, status, started_at, completed_at, execution_time_ms,
+    status_event_at, status_event_id, order_event_at, order_event_id
 )
 ORDER BY s.workflow_id, s.step_key
 ON CONFLICT (workflow_id, step_key) DO UPDATE SET
@@ -685,8 +704,21 @@ ON CONFLICT (workflow_id, step_key) DO UPDATE SET
         ELSE t.step_name END,
     step_type = CASE WHEN t.step_type = 'unknown' THEN excluded.step_type
         ELSE t.step_type END,
-    step_order = CASE WHEN t.step_order = 0 THEN excluded.step_order
-        ELSE t.step_order END,
+    step_order = CASE WHEN t.step_order_ranked AND NOT excluded.step_order_ranked
+        THEN excluded.step_order ELSE t.step_order END,
+    step_order_ranked = t.step_order_ranked AND excluded.step_order_ranked,
+    (order_event_at, order_event_id) = (
+        SELECT CASE WHEN o.earlier THEN excluded.order_event_at ELSE t.order_event_at END,
+               CASE WHEN o.earlier THEN excluded.order_event_id ELSE t.order_event_id END
+        FROM (
+            -- The input's earliest event is earlier when the stored one is newer than it (or
+            -- there is none: a row another writer made).
+            SELECT t.order_event_at IS NULL OR omnisink.newer(
+                       t.order_event_at, t.order_event_id,
+                       excluded.order_event_at, excluded.order_event_id
+                   ) AS earlier
+        ) AS o
+    ),
     input_data = CASE WHEN COALESCE(t.input_data, '{}'::jsonb) = '{}'::jsonb
         THEN excluded.input_data ELSE t.input_data END,
     started_at = LEAST(t.started_at, excluded.started_at),
@@ -723,6 +755,25 @@ FROM unnest(
 ON CONFLICT (id) DO NOTHING
 """,
     name="workflows.insert_transitions",
+)
+
+# The rank of every step whose step_order no event sent, among its workflow's steps by their
+# earliest event: recomputed from the rows, so order and batching cannot skew it. The id breaks
+# the tie of steps no sink event ordered (another writer's rows, last).
+_RANK_STEPS = Unnest(
+    """
+UPDATE workflow_steps AS t
+SET step_order = r.step_order
+FROM (
+    SELECT s.id, (row_number() OVER (
+        PARTITION BY s.workflow_id ORDER BY s.order_event_at, s.order_event_id, s.id
+    ))::integer AS step_order
+    FROM unnest($1::uuid[]) AS w(id)
+    JOIN workflow_steps AS s ON s.workflow_id = w.id
+) AS r
+WHERE t.id = r.id AND t.step_order_ranked AND t.step_order IS DISTINCT FROM r.step_order
+""",
+    name="workflows.rank_steps",
 )
 
 # A recount, not an increment: order and redelivery cannot skew it.
@@ -779,6 +830,7 @@ class WorkflowsHandler:
             await conn.execute(_INSERT_TRANSITIONS.sql, *_INSERT_TRANSITIONS.args(transitions))
         if batch.steps:
             touched = [{"id": w} for w in sorted({workflow for workflow, _ in batch.steps})]
+            await conn.execute(_RANK_STEPS.sql, *_RANK_STEPS.args(touched))
             await conn.execute(_RECOUNT_STEPS_EXECUTED.sql, *_RECOUNT_STEPS_EXECUTED.args(touched))
 
 
@@ -828,7 +880,8 @@ def _step_row(row: _StepInput) -> dict[str, Any]:
         "step_key": row.step_key,
         "step_name": row.step_name,
         "step_type": row.step_type or UNKNOWN_STEP_TYPE,
-        "step_order": row.step_order or UNKNOWN_STEP_ORDER,
+        "step_order": UNKNOWN_STEP_ORDER if row.step_order is None else row.step_order,
+        "step_order_ranked": row.step_order is None,
         "input_data": jsonb(row.input_data),
         "output_data": jsonb(terminal.payload.output_data) if terminal else None,
         "status": row.status[1],
@@ -837,6 +890,8 @@ def _step_row(row: _StepInput) -> dict[str, Any]:
         "execution_time_ms": terminal.payload.execution_time_ms if terminal else None,
         "status_event_at": row.status[0][0],
         "status_event_id": row.status[0][1],
+        "order_event_at": row.first[0],
+        "order_event_id": row.first[1],
     }
 
 
