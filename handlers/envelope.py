@@ -120,6 +120,8 @@ class EventType(StrEnum):
     INTELLIGENCE_WORKFLOW_STEP_COMPLETED = "INTELLIGENCE_WORKFLOW_STEP_COMPLETED"
     INTELLIGENCE_WORKFLOW_COMPLETED = "INTELLIGENCE_WORKFLOW_COMPLETED"
     INTELLIGENCE_WORKFLOW_FAILED = "INTELLIGENCE_WORKFLOW_FAILED"
+    # The orchestrator's request to run an event-driven workflow (EventBus, `action.v1`).
+    ACTION = "ACTION"
     # Kept in event_logs only: no table needs them, but they are the producers' own traffic, so
     # OMNISINK_UNKNOWN_EVENTS=dlq must not dead-letter them. The stamping service's validations
     # and batches (`metadata.stamp.validated`, `metadata.batch.processed`; not the reducer's

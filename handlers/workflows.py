@@ -1,8 +1,8 @@
 """The bridge workflows: ``workflow_executions``, ``workflow_steps`` and ``fsm_transitions``.
 
 Events: WORKFLOW_STARTED / _COMPLETED / _FAILED, STEP_STARTED / _COMPLETED / _FAILED,
-STATE_TRANSITION, HASH_GENERATED, and the workflow half of INTELLIGENCE_RECEIVED (the stamp half
-is the stamps handler's; one without ``workflow_id`` is a no-op here, not a reject).
+STATE_TRANSITION, HASH_GENERATED, ACTION, and the workflow half of INTELLIGENCE_RECEIVED (the
+stamp half is the stamps handler's; one without ``workflow_id`` is a no-op here, not a reject).
 
 Decisions (event contract sections 3 and 4):
 
@@ -32,6 +32,13 @@ Decisions (event contract sections 3 and 4):
   (``_STARTED_NOT_INPUT``). **output_data** likewise: ``output`` / ``output_data``, else the
   payload minus ``_COMPLETED_NOT_OUTPUT``. The bridge's producer sends no input key at all
   (``{"workflow_id", "status", "node_id", "timestamp"}``), so the remainder keeps what it sent.
+- **ACTION** (the orchestrator's ``ORCHESTRATE_WORKFLOW`` request of an event-driven workflow)
+  names its workflow in its inner ``payload``: ``workflow_id``, ``namespace``, ``input_data``.
+  Its input_data is the workflow's input, whatever the order: the event-driven STARTED carries
+  none, only the rest of its payload, which must not replace it. The newest ACTION that
+  carries an input holds input_data (``action_event_at`` / ``action_event_id``, migration
+  023); while none has, STARTED's rule above applies. Its namespace is like any other event's
+  (below). Another action type, or one without an inner workflow_id, is event_logs only.
 - **correlation_id, session_id, namespace**: a STARTED's values win; any other event of the
   workflow fills them only while they are unknown (correlation_id equal to the row's own id is
   the NOT NULL stand-in for "unknown"). Order-independent as long as the events that carry a
@@ -104,6 +111,8 @@ UNKNOWN_STEP_TYPE: Final = "unknown"
 UNKNOWN_STEP_ORDER: Final = 0
 
 PLACEHOLDER_STATE: Final = "PENDING"
+# The ACTION that requests a workflow run (any case).
+ORCHESTRATE_WORKFLOW: Final = "ORCHESTRATE_WORKFLOW"
 _STATE_OF: Final[Mapping[str, str]] = {
     EventType.WORKFLOW_STARTED: "PROCESSING",
     EventType.WORKFLOW_COMPLETED: "COMPLETED",
@@ -208,6 +217,16 @@ class _IntelligencePayload(_Payload):
     intelligence: Any = None
 
 
+class _OrchestrationRequest(_Payload):
+    input_data: Any = None
+
+
+class _ActionPayload(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    payload: _OrchestrationRequest
+
+
 # --- parsed events -----------------------------------------------------------------------
 
 
@@ -277,8 +296,18 @@ class IntelligenceReceived:
     intelligence_data: Any
 
 
-Fact = Started | Completed | Failed | Step | Transition | HashGenerated | IntelligenceReceived
-# None: an INTELLIGENCE_RECEIVED for a stamp only, nothing for this handler to write.
+@dataclass(frozen=True, slots=True)
+class Action:
+    workflow: WorkflowRef
+    # None: the request carries no input (it may still name the namespace).
+    input_data: Any
+
+
+Fact = (
+    Started | Completed | Failed | Step | Transition | HashGenerated | IntelligenceReceived | Action
+)
+# None: an INTELLIGENCE_RECEIVED for a stamp only, or an ACTION that is not a workflow's
+# request: nothing for this handler to write.
 Parsed = Fact | None
 
 _M = TypeVar("_M", bound=_Payload)
@@ -427,6 +456,21 @@ def _parse_intelligence(event: Event) -> IntelligenceReceived | None:
     )
 
 
+def _parse_action(event: Event) -> Action | None:
+    action_type = event.payload.get("action_type", event.envelope.metadata.get("action_type"))
+    if not isinstance(action_type, str) or action_type.strip().upper() != ORCHESTRATE_WORKFLOW:
+        return None  # another action: not a workflow's request
+    if not isinstance(event.payload.get("payload"), dict):
+        return None
+    request = fields.validate(
+        _ActionPayload, event.payload, max_errors=_SCHEMA_MESSAGE_MAX_ERRORS
+    ).payload
+    ref = _ref(request)
+    if ref is None:
+        return None
+    return Action(workflow=ref, input_data=_real_input(request.input_data))
+
+
 _PARSERS: Final[Mapping[str, Callable[[Event], Parsed]]] = {
     EventType.WORKFLOW_STARTED: _parse_started,
     EventType.WORKFLOW_COMPLETED: _parse_completed,
@@ -437,6 +481,7 @@ _PARSERS: Final[Mapping[str, Callable[[Event], Parsed]]] = {
     EventType.STATE_TRANSITION: _parse_transition,
     EventType.HASH_GENERATED: _parse_hash,
     EventType.INTELLIGENCE_RECEIVED: _parse_intelligence,
+    EventType.ACTION: _parse_action,
 }
 
 
@@ -465,6 +510,8 @@ class _WorkflowInput:
     state: tuple[tuple[datetime, UUID], str] | None = None
     hashed: Item[HashGenerated] | None = None
     intelligence: Item[IntelligenceReceived] | None = None
+    # The newest ACTION that carries an input.
+    action: Item[Action] | None = None
 
 
 @dataclass
@@ -542,6 +589,9 @@ class _Batch:
             row.hashed = _newer(row.hashed, Item(item.event, fact))
         elif isinstance(fact, IntelligenceReceived):
             row.intelligence = _newer(row.intelligence, Item(item.event, fact))
+        elif isinstance(fact, Action):
+            if fact.input_data is not None:
+                row.action = _newer(row.action, Item(item.event, fact))
         else:
             self.add_step(Item(item.event, fact))
 
@@ -619,13 +669,13 @@ UPDATE workflow_executions AS t SET
     session_id = COALESCE(i.started_session_id, t.session_id, i.any_session_id),
     namespace = COALESCE(i.started_namespace, t.namespace, i.any_namespace),
     started_at = LEAST(t.started_at, i.started_at),
-    input_data = COALESCE(i.input_data::jsonb, t.input_data),
     output_data = COALESCE(i.output_data::jsonb, t.output_data),
     stamp_id = COALESCE(i.stamp_id, t.stamp_id),
     error_info = COALESCE(i.error_info::jsonb, t.error_info),
     completed_at = GREATEST(t.completed_at, i.completed_at),
     (state, state_event_at, state_event_id, file_hash, hash_generation_time_ms, hash_event_at,
-     hash_event_id, intelligence_data, intelligence_event_at, intelligence_event_id) = (
+     hash_event_id, intelligence_data, intelligence_event_at, intelligence_event_id, input_data,
+     action_event_at, action_event_id) = (
         SELECT CASE WHEN m.state THEN i.state ELSE t.state END,
                CASE WHEN m.state THEN i.state_event_at ELSE t.state_event_at END,
                CASE WHEN m.state THEN i.state_event_id ELSE t.state_event_id END,
@@ -640,7 +690,13 @@ UPDATE workflow_executions AS t SET
                CASE WHEN m.intelligence THEN i.intelligence_event_at
                     ELSE t.intelligence_event_at END,
                CASE WHEN m.intelligence THEN i.intelligence_event_id
-                    ELSE t.intelligence_event_id END
+                    ELSE t.intelligence_event_id END,
+               -- An ACTION's input, once there is one, is never replaced by a STARTED's.
+               CASE WHEN m.action THEN i.action_input_data::jsonb
+                    WHEN t.action_event_at IS NOT NULL THEN t.input_data
+                    ELSE COALESCE(i.input_data::jsonb, t.input_data) END,
+               CASE WHEN m.action THEN i.action_event_at ELSE t.action_event_at END,
+               CASE WHEN m.action THEN i.action_event_id ELSE t.action_event_id END
         FROM (
             SELECT i.state_event_at IS NOT NULL AND omnisink.newer(
                        i.state_event_at, i.state_event_id, t.state_event_at, t.state_event_id
@@ -651,7 +707,10 @@ UPDATE workflow_executions AS t SET
                    i.intelligence_event_at IS NOT NULL AND omnisink.newer(
                        i.intelligence_event_at, i.intelligence_event_id,
                        t.intelligence_event_at, t.intelligence_event_id
-                   ) AS intelligence
+                   ) AS intelligence,
+                   i.action_event_at IS NOT NULL AND omnisink.newer(
+                       i.action_event_at, i.action_event_id, t.action_event_at, t.action_event_id
+                   ) AS action
         ) AS m
     )
 FROM unnest(
@@ -659,13 +718,14 @@ FROM unnest(
     $8::timestamptz[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
     $14::timestamptz[], $15::text[], $16::timestamptz[], $17::uuid[], $18::text[],
     $19::integer[], $20::timestamptz[], $21::uuid[], $22::text[], $23::timestamptz[],
-    $24::uuid[]
+    $24::uuid[], $25::text[], $26::timestamptz[], $27::uuid[]
 ) AS i(
     id, started_correlation_id, started_session_id, started_namespace, any_correlation_id,
     any_session_id, any_namespace, started_at, input_data, output_data, stamp_id,
     completed_file_hash, error_info, completed_at, state, state_event_at, state_event_id,
     hash_file_hash, hash_generation_time_ms, hash_event_at, hash_event_id, intelligence_data,
-    intelligence_event_at, intelligence_event_id
+    intelligence_event_at, intelligence_event_id, action_input_data, action_event_at,
+    action_event_id
 )
 WHERE t.id = i.id
 """,
@@ -841,6 +901,7 @@ def _merge_row(workflow_id: UUID, row: _WorkflowInput) -> dict[str, Any]:
     completed = row.completed.payload if row.completed else None
     hashed = row.hashed
     intelligence = row.intelligence
+    action = row.action
     return {
         "id": workflow_id,
         "started_correlation_id": started_env.correlation_id if started_env else None,
@@ -868,6 +929,9 @@ def _merge_row(workflow_id: UUID, row: _WorkflowInput) -> dict[str, Any]:
         ),
         "intelligence_event_at": intelligence.event.at if intelligence else None,
         "intelligence_event_id": intelligence.event.event_id if intelligence else None,
+        "action_input_data": jsonb(action.payload.input_data) if action else None,
+        "action_event_at": action.event.at if action else None,
+        "action_event_id": action.event.event_id if action else None,
     }
 
 

@@ -62,6 +62,7 @@ CANONICAL = [
     "INTELLIGENCE_WORKFLOW_STEP_COMPLETED",
     "INTELLIGENCE_WORKFLOW_COMPLETED",
     "INTELLIGENCE_WORKFLOW_FAILED",
+    "ACTION",
     "STAMP_VALIDATED",
     "STAMP_BATCH_PROCESSED",
     "CODE_ANALYSIS_COMPLETED",
@@ -311,6 +312,7 @@ def test_the_bridge_envelope() -> None:
     assert event.event_timestamp == datetime(2025, 11, 13, 9, 0, 7, 522135, tzinfo=UTC)
     assert event.correlation_id == uuid.UUID(CORRELATION_ID)
     assert event.extra == {}
+    assert event.known_type is EventType.ACTION
     meta = logged_metadata(event, "dev.omninode_bridge.onex.evt.action.v1")
     assert meta["namespace"] == "dev"
     assert meta["source_service"] == "omninode-bridge"

@@ -30,6 +30,7 @@ SLUGS = {
     "STATE_TRANSITION": "workflow-state-transition",
     "HASH_GENERATED": "blake3-hash-generated",
     "INTELLIGENCE_RECEIVED": "onextree-intelligence-received",
+    "ACTION": "action",
 }
 TABLES = "fsm_transitions, workflow_steps, workflow_executions, event_logs"
 
@@ -385,6 +386,93 @@ async def test_an_orchestrated_workflow_as_the_orchestrator_sends_it(
     ]
 
 
+def action_wire(
+    workflow_id: uuid.UUID,
+    seconds: float,
+    *,
+    content: str = "print('hello')",
+    namespace: str = "omninode.services.metadata",
+    action_type: str = "ORCHESTRATE_WORKFLOW",
+) -> dict[str, Any]:
+    """The orchestrator's ACTION of an event-driven workflow, as the EventBus sends it."""
+    wire = orchestrator_wire("ACTION", workflow_id, seconds)
+    wire["payload"] = {
+        "correlation_id": str(workflow_id),
+        "action_type": action_type,
+        "payload": {
+            "workflow_id": str(workflow_id),
+            "input_data": {"content": content, "file_path": "/repo/src/hello.py"},
+            "namespace": namespace,
+            "workflow_type": "metadata_stamping",
+        },
+        "timestamp": at(seconds).isoformat(),
+        "source_node": "orchestrator-1",
+    }
+    wire["metadata"] = {"action_type": action_type, "namespace": "dev"}
+    return wire
+
+
+def on_action_topic(*sent: dict[str, Any]) -> list[Event]:
+    return support.as_produced([("dev.omninode_bridge.onex.evt.action.v1", w) for w in sent])
+
+
+@pytest.mark.parametrize("order", ["action first", "started first", "one batch"])
+async def test_an_event_driven_workflows_input_and_namespace_come_from_its_action(
+    db: asyncpg.Connection, order: str
+) -> None:
+    wid = uuid.uuid4()
+    [action] = on_action_topic(action_wire(wid, 1))
+    started, completed = orchestrated(
+        orchestrator_wire("stamp_workflow_started", wid, 2, mode="event_driven"),
+        orchestrator_wire("stamp_workflow_completed", wid, 9, processing_time_ms=812.4),
+    )
+    assert action.event_type == "ACTION"
+    if order == "one batch":
+        await write(db, completed, started, action)
+    else:
+        first, second = (action, started) if order == "action first" else (started, action)
+        for event in (first, completed, second):
+            assert not (await write(db, event)).rejected
+    row = await workflow(db, wid)
+    assert js(row["input_data"]) == {"content": "print('hello')", "file_path": "/repo/src/hello.py"}
+    assert row["namespace"] == "omninode.services.metadata"
+    assert (row["action_event_at"], row["action_event_id"]) == (at(1), action.event_id)
+    assert (row["state"], row["started_at"], row["completed_at"]) == ("COMPLETED", at(2), at(9))
+    assert js(row["output_data"]) == {
+        "processing_time_ms": 812.4,
+        "node_id": "orchestrator-1",
+        "published_at": at(9).isoformat(),
+    }
+
+
+async def test_the_newest_action_holds_the_input(db: asyncpg.Connection) -> None:
+    wid = uuid.uuid4()
+    older, newer = on_action_topic(
+        action_wire(wid, 1, content="first"), action_wire(wid, 5, content="retried")
+    )
+    await write(db, newer)
+    await write(db, older)
+    await write(db, *orchestrated(orchestrator_wire("stamp_workflow_started", wid, 6)))
+    row = await workflow(db, wid)
+    assert js(row["input_data"])["content"] == "retried"
+    assert row["action_event_id"] == newer.event_id
+
+
+async def test_other_actions_are_kept_in_event_logs_only(db: asyncpg.Connection) -> None:
+    wid = uuid.uuid4()
+    other = action_wire(wid, 1, action_type="CANCEL_WORKFLOW")
+    unnamed = action_wire(uuid.uuid4(), 2)
+    del unnamed["payload"]["payload"]["workflow_id"]
+    flat = action_wire(uuid.uuid4(), 3)
+    flat["payload"]["payload"] = "not an object"
+    events = on_action_topic(other, unnamed, flat)
+    result = await write(db, *events)
+    assert result.new == events
+    assert not result.rejected
+    assert await db.fetchval("SELECT count(*) FROM workflow_executions") == 0
+    assert await db.fetchval("SELECT count(*) FROM event_logs WHERE event_type = 'ACTION'") == 3
+
+
 @pytest.mark.parametrize("state", ["pending", "processing", "completed", "failed"])
 async def test_lower_case_workflow_states_are_accepted(db: asyncpg.Connection, state: str) -> None:
     wid = uuid.uuid4()
@@ -727,6 +815,19 @@ REJECTS: list[tuple[str, dict[str, Any], str]] = [
         "execution_time_ms",
     ),
     ("INTELLIGENCE_RECEIVED", {"workflow_id": {"id": 1}}, "workflow_id"),
+    (
+        "ACTION",
+        {
+            "action_type": "ORCHESTRATE_WORKFLOW",
+            "payload": {"workflow_id": "w", "namespace": "n" * 201},
+        },
+        "payload.namespace",
+    ),
+    (
+        "ACTION",
+        {"action_type": "orchestrate_workflow", "payload": {"workflow_id": ["w"]}},
+        "payload.workflow_id",
+    ),
 ]
 
 
@@ -807,6 +908,11 @@ def workflow_payloads(draw: st.DrawFn) -> list[Payload]:
         payloads.append(("HASH_GENERATED", hashed))
     for _ in range(draw(st.integers(0, 2))):
         payloads.append(("INTELLIGENCE_RECEIVED", {"intelligence_data": draw(SMALL_JSON)}))
+    for _ in range(draw(st.integers(0, 2))):
+        # An event-driven request: its input wins over any STARTED's, the newest request's.
+        request: dict[str, Any] = {}
+        maybe(draw, request, "input_data", draw(SMALL_JSON))
+        payloads.append(("ACTION", {"action_type": "ORCHESTRATE_WORKFLOW", "payload": request}))
     return payloads
 
 
@@ -862,8 +968,10 @@ def workflow_specs(draw: st.DrawFn, index: int, workflow_uuid: uuid.UUID) -> lis
     specs: list[Spec] = []
     for event_type, fields in payloads:
         payload = {"workflow_id": wid, **fields}
+        if event_type == "ACTION":  # the workflow is named by the request inside
+            payload = {**fields, "payload": {"workflow_id": wid, **fields["payload"]}}
         if namespace is not None:
-            maybe(draw, payload, "namespace", namespace)
+            maybe(draw, payload.get("payload", payload), "namespace", namespace)
         specs.append(
             (
                 event_type,
@@ -944,8 +1052,9 @@ async def test_property_any_order_batching_and_duplicates_converge(
     in_order = sorted(events, key=lambda e: e.order_key)
     await write(db, *in_order)
     expected = await snapshot(db)
+    named = [e.payload.get("payload", e.payload) for e in events]
     assert len(expected["workflow_executions"]) == len(
-        {e.payload["workflow_id"] for e in events if "workflow_id" in e.payload}
+        {p["workflow_id"] for p in named if "workflow_id" in p}
     )
     ranked = {
         (r["workflow_id"], r["step_key"]): r["step_order"]
