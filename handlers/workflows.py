@@ -56,19 +56,20 @@ Decisions (event contract sections 3 and 4):
   bridge's producer also sends when it does not know), step_order and input_data (else
   ``{}``) hold their stand-in until an event that carries a real value fills them: the first
   real value wins, so the result is order-independent when the events agree.
-- **step_order** no event sent is the step's rank within its workflow, 1, 2, ..., by the
-  step's earliest event (event time, then event id; ``order_event_at`` / ``order_event_id``,
-  migration 023), among all the workflow's steps: the bridge's orchestrator sends none, and
-  its steps' events follow each other in time. ``step_order_ranked`` says the column holds
-  that rank, so a producer's value (0 included) that arrives later replaces it. The ranks are
-  recomputed set-based for every workflow whose steps the batch touched, after the steps are
-  written, like the recount below: a late step that happened earlier moves its successors
-  up, and any order or batching of the same steps gives the same ranks.
   started_at = LEAST of STEP_STARTED times (NULL without one); completed_at = GREATEST of
   COMPLETED/FAILED times, and output_data and execution_time_ms are those of that latest
   terminal event, so a failed-then-retried step shows its final attempt in any order. A
   STEP_FAILED without ``output`` stores ``{"error": error, "error_type": error_type}`` as its
   output: the table has no error column and the reason must not be lost.
+- **step_order** no event sent is the step's rank within its workflow, 1, 2, ..., by the
+  step's earliest event (event time, then event id; ``order_event_at`` / ``order_event_id``),
+  among all the workflow's steps: the bridge's orchestrator sends none, and its steps' events
+  follow each other in time. ``step_order_ranked`` says the column holds that rank, so a
+  producer's value (0 included) that arrives later replaces it. The rank is one SQL function,
+  ``omnisink.step_ranks`` (migration 023), asked for every workflow whose steps the batch
+  touched, after the steps are written, like the recount below: a late step that happened
+  earlier moves its successors up, and any order or batching of the same steps gives the
+  same ranks.
 - **workflow_steps_executed** is recounted (steps with status COMPLETED) for every workflow whose
   steps the batch touched, after the steps are written: a count, not an increment, so
   redelivery and order cannot skew it.
@@ -76,7 +77,8 @@ Decisions (event contract sections 3 and 4):
   are required and upper-cased; transition_at = event time; triggered_by from the payload (the
   bridge's producer sends none: NULL); metadata = the payload's ``metadata`` object.
 - **Durations** (execution_time_ms, generation_time_ms) may arrive as fractional milliseconds
-  (producers compute them from ``perf_counter``): they are rounded to the nearest integer.
+  (producers compute them from ``perf_counter``): they are rounded to the nearest integer, a
+  half away from zero (``handlers.fields.rounded_ms``).
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 from handlers import fields
 from handlers.base import Event, Item, Reject, as_uuid, jsonb
 from handlers.envelope import FOREIGN_ID_NAMESPACE, EventType
-from handlers.sql import Unnest
+from handlers.sql import Sql, Unnest
 
 # Column limits (migrations 001-003, 009, 012).
 STATE_MAX_CHARS: Final = 50
@@ -817,20 +819,14 @@ ON CONFLICT (id) DO NOTHING
     name="workflows.insert_transitions",
 )
 
-# The rank of every step whose step_order no event sent, among its workflow's steps by their
-# earliest event: recomputed from the rows, so order and batching cannot skew it. The id breaks
-# the tie of steps no sink event ordered (another writer's rows, last).
-_RANK_STEPS = Unnest(
+# Every step whose step_order no event sent takes its rank among its workflow's steps, the one
+# rule omnisink.step_ranks declares (migration 023): recomputed from the rows, so order and
+# batching cannot skew it.
+_RANK_STEPS = Sql(
     """
 UPDATE workflow_steps AS t
 SET step_order = r.step_order
-FROM (
-    SELECT s.id, (row_number() OVER (
-        PARTITION BY s.workflow_id ORDER BY s.order_event_at, s.order_event_id, s.id
-    ))::integer AS step_order
-    FROM unnest($1::uuid[]) AS w(id)
-    JOIN workflow_steps AS s ON s.workflow_id = w.id
-) AS r
+FROM omnisink.step_ranks($1::uuid[]) AS r
 WHERE t.id = r.id AND t.step_order_ranked AND t.step_order IS DISTINCT FROM r.step_order
 """,
     name="workflows.rank_steps",
@@ -889,8 +885,9 @@ class WorkflowsHandler:
             transitions = [_transition_row(t) for t in batch.transitions]
             await conn.execute(_INSERT_TRANSITIONS.sql, *_INSERT_TRANSITIONS.args(transitions))
         if batch.steps:
-            touched = [{"id": w} for w in sorted({workflow for workflow, _ in batch.steps})]
-            await conn.execute(_RANK_STEPS.sql, *_RANK_STEPS.args(touched))
+            touched_ids = sorted({workflow for workflow, _ in batch.steps})
+            await conn.execute(_RANK_STEPS.sql, touched_ids)
+            touched = [{"id": w} for w in touched_ids]
             await conn.execute(_RECOUNT_STEPS_EXECUTED.sql, *_RECOUNT_STEPS_EXECUTED.args(touched))
 
 

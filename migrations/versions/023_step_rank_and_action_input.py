@@ -7,7 +7,11 @@
   of step 012, compared by ``omnisink.newer``), and ``step_order_ranked`` says the column
   holds that rank rather than a producer's value, so a producer's value that arrives later
   still replaces it. FALSE by default: a row another writer inserts keeps its own
-  step_order.
+  step_order. ``omnisink.step_ranks(workflow_ids)`` is the rank, declared once: every step of
+  those workflows with its rank, 1, 2, ... by (order_event_at, order_event_id), the row id
+  breaking the tie of steps no sink event ordered (another writer's rows, last). The sink
+  asks it for the workflows a batch touched; this step asks it once for the rows it marks.
+  ``LANGUAGE sql STABLE``, one ``SELECT``: the planner inlines it.
 - **workflow_executions.input_data from the orchestrator's ACTION.** An event-driven workflow's
   input is in its ACTION (``payload.payload.input_data``); its STARTED carries none, only the
   rest of its payload, which the sink stores as input for want of anything better. The ACTION
@@ -61,14 +65,28 @@ def upgrade() -> None:
     )
     op.execute(
         """
-        UPDATE workflow_steps AS t
-        SET step_order = r.step_order
-        FROM (
+        CREATE FUNCTION omnisink.step_ranks(workflow_ids UUID[])
+        RETURNS TABLE (id UUID, step_order INTEGER)
+        LANGUAGE sql STABLE PARALLEL SAFE
+        AS $$
             SELECT s.id, (row_number() OVER (
                 PARTITION BY s.workflow_id ORDER BY s.order_event_at, s.order_event_id, s.id
-            ))::integer AS step_order
-            FROM workflow_steps AS s
-            WHERE s.workflow_id IN (SELECT workflow_id FROM workflow_steps WHERE step_order_ranked)
+            ))::integer
+            FROM public.workflow_steps AS s
+            WHERE s.workflow_id = ANY (workflow_ids)
+        $$
+        """
+    )
+    op.execute(
+        "COMMENT ON FUNCTION omnisink.step_ranks(UUID[]) IS "
+        "'the rank of every step of these workflows by its earliest event: the step_order of "
+        "a step no event sent one for'"
+    )
+    op.execute(
+        """
+        UPDATE workflow_steps AS t SET step_order = r.step_order
+        FROM omnisink.step_ranks(
+            ARRAY(SELECT DISTINCT workflow_id FROM workflow_steps WHERE step_order_ranked)
         ) AS r
         WHERE t.id = r.id AND t.step_order_ranked
         """
@@ -76,6 +94,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("DROP FUNCTION omnisink.step_ranks(UUID[])")
     op.execute(
         "ALTER TABLE workflow_executions DROP COLUMN action_event_id, DROP COLUMN action_event_at"
     )
