@@ -73,6 +73,71 @@ class EventMaker:
         return Event(envelope, self.topic(event_type, envelope), 0, offset)
 
 
+def bridge_envelope(
+    event_type: str,
+    payload: dict[str, Any],
+    *,
+    when: datetime,
+    source_node_id: str,
+    correlation_id: str | None,
+    partition_key: str | None,
+    metadata: dict[str, Any],
+    source_instance: str | None = None,
+) -> dict[str, Any]:
+    """The bridge's ModelOnexEnvelopeV1 as ``model_dump(mode="json")`` gives it, fields in
+    declaration order (/work/shared/design/producers.md, section 1)."""
+    return {
+        "envelope_version": "1.0",
+        "event_id": str(uuid.uuid4()),
+        "event_type": event_type,
+        "event_version": "1.0",
+        "event_timestamp": when.isoformat(),
+        "source_node_id": source_node_id,
+        "source_service": "omninode-bridge",
+        "source_version": "1.0.0",
+        "source_instance": source_instance,
+        "correlation_id": correlation_id,
+        "causation_id": None,
+        "environment": "development",
+        "region": None,
+        "partition_key": partition_key,
+        "payload": payload,
+        "metadata": metadata,
+    }
+
+
+def node_record(
+    event_type: str,
+    data: dict[str, Any],
+    *,
+    node_type: str,
+    category: str,
+    namespace: str,
+    entity: tuple[str, uuid.UUID],
+    when: datetime,
+) -> dict[str, Any]:
+    """A record of the bridge's orchestrator or reducer (producers.md, section 1): the payload
+    is the event's data after the entity's id, then node_id and published_at; the correlation
+    id, and so the key, is that id (``entity``: its payload name and value)."""
+    node = f"{node_type}-1"
+    name, entity_id = entity
+    at = when.isoformat()
+    return bridge_envelope(
+        event_type,
+        {name: str(entity_id), **data, "timestamp": at, "node_id": node, "published_at": at},
+        when=when,
+        source_node_id=node,
+        correlation_id=str(entity_id),
+        partition_key=str(entity_id),
+        metadata={
+            "event_category": category,
+            "node_type": node_type,
+            "namespace": namespace,
+            "consul_service_id": f"omninode-bridge-{node_type}-{node}",
+        },
+    )
+
+
 def as_produced(
     sent: Sequence[tuple[str, dict[str, Any]]], *, keep_unknown: bool = False
 ) -> list[Event]:

@@ -176,37 +176,16 @@ async def test_aggregation_failed_keeps_the_error_in_state_data(db: asyncpg.Conn
 
 
 def reducer_wire(event_type: str, aggregation: uuid.UUID, seconds: float, **data: Any) -> Any:
-    """NodeBridgeReducer's envelope (producers.md, section 1): the payload is the event's data
-    plus node_id and published_at, the correlation id (and key) is the aggregation id."""
-    return {
-        "envelope_version": "1.0",
-        "event_id": str(uuid.uuid4()),
-        "event_type": event_type,
-        "event_version": "1.0",
-        "event_timestamp": at(seconds).isoformat(),
-        "source_node_id": "reducer-1",
-        "source_service": "omninode-bridge",
-        "source_version": "1.0.0",
-        "source_instance": None,
-        "correlation_id": str(aggregation),
-        "causation_id": None,
-        "environment": "development",
-        "region": None,
-        "partition_key": str(aggregation),
-        "payload": {
-            "aggregation_id": str(aggregation),
-            **data,
-            "timestamp": at(seconds).isoformat(),
-            "node_id": "reducer-1",
-            "published_at": at(seconds).isoformat(),
-        },
-        "metadata": {
-            "event_category": "metadata_aggregation",
-            "node_type": "reducer",
-            "namespace": "omninode.bridge.reducer",
-            "consul_service_id": "omninode-bridge-reducer-reducer-1",
-        },
-    }
+    """NodeBridgeReducer's record: the correlation id (and key) is the aggregation id."""
+    return support.node_record(
+        event_type,
+        data,
+        node_type="reducer",
+        category="metadata_aggregation",
+        namespace="omninode.bridge.reducer",
+        entity=("aggregation_id", aggregation),
+        when=at(seconds),
+    )
 
 
 REDUCER_TOPIC = "omninode.bridge.reducer.omninode_bridge.onex.evt.{}.v1"

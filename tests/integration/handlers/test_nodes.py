@@ -263,26 +263,18 @@ async def test_version_object_and_endpoint_from_endpoints(db: asyncpg.Connection
 def bridge_wire(
     event_type: str, node_id: str, payload: dict[str, Any], metadata: dict[str, Any], seconds: int
 ) -> dict[str, Any]:
-    """The bridge helpers' envelope of an introspection or heartbeat (producers.md, section 1):
-    the node id is the partition key and the source instance, no correlation id."""
-    return {
-        "envelope_version": "1.0",
-        "event_id": str(uuid.uuid4()),
-        "event_type": event_type,
-        "event_version": "1.0",
-        "event_timestamp": at(seconds).isoformat(),
-        "source_node_id": node_id,
-        "source_service": "omninode-bridge",
-        "source_version": "1.0.0",
-        "source_instance": node_id,
-        "correlation_id": None,
-        "causation_id": None,
-        "environment": "development",
-        "region": None,
-        "partition_key": node_id,
-        "payload": payload,
-        "metadata": metadata,
-    }
+    """The bridge helpers' introspection or heartbeat (producers.md, section 1): the node id is
+    the partition key and the source instance, no correlation id."""
+    return support.bridge_envelope(
+        event_type,
+        payload,
+        when=at(seconds),
+        source_node_id=node_id,
+        source_instance=node_id,
+        correlation_id=None,
+        partition_key=node_id,
+        metadata=metadata,
+    )
 
 
 async def test_the_bridges_introspection_and_heartbeat(db: asyncpg.Connection) -> None:

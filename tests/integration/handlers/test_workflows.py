@@ -582,38 +582,16 @@ async def test_hash_generated_newest_wins_over_completed_and_older_hashes(
 def orchestrator_wire(
     event_type: str, workflow_id: uuid.UUID, seconds: float, **data: Any
 ) -> dict[str, Any]:
-    """NodeBridgeOrchestrator's envelope (producers.md, section 1): the payload is the event's
-    data plus node_id and published_at; the correlation id (and key) is the workflow id."""
-    when = at(seconds).isoformat()
-    return {
-        "envelope_version": "1.0",
-        "event_id": str(uuid.uuid4()),
-        "event_type": event_type,
-        "event_version": "1.0",
-        "event_timestamp": when,
-        "source_node_id": "orchestrator-1",
-        "source_service": "omninode-bridge",
-        "source_version": "1.0.0",
-        "source_instance": None,
-        "correlation_id": str(workflow_id),
-        "causation_id": None,
-        "environment": "development",
-        "region": None,
-        "partition_key": str(workflow_id),
-        "payload": {
-            "workflow_id": str(workflow_id),
-            **data,
-            "timestamp": when,
-            "node_id": "orchestrator-1",
-            "published_at": when,
-        },
-        "metadata": {
-            "event_category": "workflow_orchestration",
-            "node_type": "orchestrator",
-            "namespace": "omninode.bridge",
-            "consul_service_id": "omninode-bridge-orchestrator-orchestrator-1",
-        },
-    }
+    """NodeBridgeOrchestrator's record: the correlation id (and key) is the workflow id."""
+    return support.node_record(
+        event_type,
+        data,
+        node_type="orchestrator",
+        category="workflow_orchestration",
+        namespace="omninode.bridge",
+        entity=("workflow_id", workflow_id),
+        when=at(seconds),
+    )
 
 
 ORCHESTRATOR_TOPIC = "omninode.bridge.omninode_bridge.onex.evt.{}.v1"
