@@ -18,14 +18,20 @@ from handlers import stamps
 
 ENV_PREFIX = "OMNISINK_"
 
-# The contract's default subscription: every versioned event topic of the bridge tenant and
-# of the intelligence prefix. The `(?<!\.dlq)$` tail is belt and braces: `.v{N}$` already
-# cannot end in `.dlq`, but a subscription that could match its own dead letters would loop.
+# The contract's default subscription (section 1): after a namespace of one or more segments
+# (`dev`, the orchestrator's `omninode.bridge`, the reducer's `omninode.bridge.reducer`), every
+# versioned event topic of the bridge tenant, of the stamping service and of the intelligence
+# prefix. `.v{N}$` cannot end in `.dlq`, and consumer/kafka.py:without_dlq wraps any pattern so
+# that it never matches a dead-letter topic: a subscription to its own dead letters would loop.
 # The session timeout of a static member unless OMNISINK_KAFKA_SESSION_TIMEOUT_MS is set.
 STATIC_MEMBER_SESSION_TIMEOUT_MS = 60_000
 
 DEFAULT_TOPIC_PATTERN = (
-    r"^[^.]+\.(omninode_bridge\.onex\.evt\.[^.]+|archon-intelligence\..+)\.v\d+$"
+    r"^(?:[^.]+\.)+?"
+    r"(?:omninode_bridge\.onex\.evt\.[^.]+"
+    r"|omninode-bridge\.metadata\.[^.]+"
+    r"|archon-intelligence\..+)"
+    r"\.v\d+$"
 )
 
 

@@ -29,6 +29,7 @@ INTELLIGENCE = "archon-intelligence"
 
 # topic slug (without env prefix and .v1) per family of events
 SLUGS = {
+    "action": f"{BRIDGE}.action",
     "workflow_started": f"{BRIDGE}.stamp-workflow-started",
     "workflow_completed": f"{BRIDGE}.stamp-workflow-completed",
     "workflow_failed": f"{BRIDGE}.stamp-workflow-failed",
@@ -223,11 +224,38 @@ def _workflow(b: _Builder, n: int) -> None:
     namespace = f"omninode.tenant-{n % 5}"
     file_hash = rng.getrandbits(256).to_bytes(32, "big").hex()
     stamp_id = f"stamp-{wid.hex[:16]}"
+    started: dict[str, Any] = {
+        "workflow_id": str(wid),
+        "namespace": namespace,
+        "input": {"path": f"/data/{n}.bin"},
+    }
+    if n % 4 == 3:
+        # An event-driven workflow: its request (the orchestrator's ACTION) has the input and
+        # the namespace, its STARTED neither.
+        b.emit(
+            "action",
+            "ACTION",
+            t - timedelta(milliseconds=2),
+            {
+                "correlation_id": str(wid),
+                "action_type": "ORCHESTRATE_WORKFLOW",
+                "payload": {
+                    "workflow_id": str(wid),
+                    "input_data": {"content": f"file {n}", "file_path": f"/data/{n}.bin"},
+                    "namespace": namespace,
+                    "workflow_type": "metadata_stamping",
+                },
+                "source_node": "orchestrator-1",
+            },
+            key=key,
+            correlation_id=corr,
+        )
+        started = {"workflow_id": str(wid), "mode": "event_driven"}
     b.emit(
         "workflow_started",
         "WORKFLOW_STARTED",
         t,
-        {"workflow_id": str(wid), "namespace": namespace, "input": {"path": f"/data/{n}.bin"}},
+        started,
         key=key,
         correlation_id=corr,
         wire_type="stamp_workflow_started",

@@ -29,6 +29,9 @@ The row:
   ``<column>_event_id`` (migration 019), holding the event that last set it and compared by
   ``omnisink.newer`` like state's; NULL until an event carries the column. Columns no event has
   set keep their defaults (0, '{}', 'namespace_grouping', 1, NULL).
+- **aggregation_duration_ms** is the payload's ``aggregation_duration_ms``, else, for
+  AGGREGATION_COMPLETED and _FAILED, its ``duration_ms`` (the name the reducer sends; then it
+  is taken out of state_data). Other types' ``duration_ms`` is only state_data.
 - **state_data** is the payload's ``state_data`` object when given, else the payload's other
   facts (what is left after the key, the state and the columns above are taken out: error,
   from_state / to_state, batch sizes, ...), carried only when that is not empty.
@@ -149,6 +152,15 @@ class _BridgePayload(BaseModel):
     configuration: dict[str, Any] | None = None
 
 
+class _AggregationEndPayload(_BridgePayload):
+    # The reducer's AGGREGATION_COMPLETED / _FAILED name the aggregation's duration duration_ms.
+    duration_ms: fields.NonNegativeMillis | None = None
+
+
+# The types whose duration_ms is aggregation_duration_ms (the reducer's two ends).
+_ENDS: Final = frozenset({EventType.AGGREGATION_COMPLETED, EventType.AGGREGATION_FAILED})
+
+
 @dataclass(frozen=True, slots=True)
 class BridgeFacts:
     """What one event says about its bridge state row."""
@@ -192,9 +204,14 @@ def _state_of(model: _BridgePayload, event_type: str) -> str | None:
 
 
 def _fields_of(model: _BridgePayload, payload: dict[str, Any]) -> dict[str, Any]:
+    duration = model.aggregation_duration_ms
+    taken = _NOT_STATE_DATA
+    if duration is None and isinstance(model, _AggregationEndPayload):
+        duration = model.duration_ms
+        taken = _NOT_STATE_DATA | {"duration_ms"}
     state_data = model.state_data
     if state_data is None:
-        state_data = {k: v for k, v in payload.items() if k not in _NOT_STATE_DATA}
+        state_data = {k: v for k, v in payload.items() if k not in taken}
     values: dict[str, Any] = {
         "state_data": jsonb(state_data) if state_data else None,
         "namespace": model.namespace,
@@ -212,7 +229,7 @@ def _fields_of(model: _BridgePayload, payload: dict[str, Any]) -> dict[str, Any]
         "aggregation_type": model.aggregation_type,
         "window_start": model.window_start,
         "window_end": model.window_end,
-        "aggregation_duration_ms": model.aggregation_duration_ms,
+        "aggregation_duration_ms": duration,
         "items_per_second": model.items_per_second,
         "version": model.version,
         "configuration": jsonb(model.configuration),
@@ -489,7 +506,8 @@ class BridgeStatesHandler:
     )
 
     def parse(self, event: Event) -> BridgeFacts:
-        model = fields.validate(_BridgePayload, event.payload)
+        shape = _AggregationEndPayload if event.event_type in _ENDS else _BridgePayload
+        model = fields.validate(shape, event.payload)
         correlation_id, original = _correlation(model, event)
         return BridgeFacts(
             node_type=model.node_type or DEFAULT_NODE_TYPE,

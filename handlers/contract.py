@@ -45,6 +45,8 @@ FAILED_AT_HEADER: Final = "omnisink.failed_at"
 REDRIVE_HEADER: Final = "omnisink.redrive.of"
 
 # Keys of event_logs.metadata the sink writes over the producer's (section 3): where the
-# record was read, and the envelope's unknown top-level fields.
+# record was read, the envelope's unknown top-level fields, and the event_type as sent when it
+# is not the canonical name the row's event_type holds.
 KAFKA_METADATA_KEYS: Final = ("kafka_topic", "kafka_partition", "kafka_offset")
 ENVELOPE_EXTRA_KEY: Final = "envelope_extra"
+ORIGINAL_EVENT_TYPE_KEY: Final = "original_event_type"

@@ -26,7 +26,9 @@ Decisions (event contract sections 2, 3 and 5):
   milliseconds work too. A timestamp without a zone is UTC; every timestamp is returned in UTC.
 - **event_type** is stored in ``event_logs.event_type VARCHAR(100)``: blank or longer than 100
   characters once normalised is a ``schema`` error. An unknown type is valid (kept in
-  ``event_logs`` only); see :func:`normalize_event_type`.
+  ``event_logs`` only); see :func:`normalize_event_type`. The text as sent is kept in
+  ``original_event_type`` when it is not the stored name (``stamp_workflow_started``,
+  ``fsm.state.changed``, any unknown type not already in canonical form).
 - A UTF-8 byte order mark before the JSON is ignored (RFC 8259 allows parsers to do so).
 - Unknown top-level fields are kept in ``extra``, never an error.
 """
@@ -118,6 +120,21 @@ class EventType(StrEnum):
     INTELLIGENCE_WORKFLOW_STEP_COMPLETED = "INTELLIGENCE_WORKFLOW_STEP_COMPLETED"
     INTELLIGENCE_WORKFLOW_COMPLETED = "INTELLIGENCE_WORKFLOW_COMPLETED"
     INTELLIGENCE_WORKFLOW_FAILED = "INTELLIGENCE_WORKFLOW_FAILED"
+    # The orchestrator's request to run an event-driven workflow (EventBus, `action.v1`).
+    ACTION = "ACTION"
+    # Kept in event_logs only: no table needs them, but they are the producers' own traffic, so
+    # OMNISINK_UNKNOWN_EVENTS=dlq must not dead-letter them. The stamping service's validations
+    # and batches (`metadata.stamp.validated`, `metadata.batch.processed`; not the reducer's
+    # BATCH_PROCESSED), the intelligence adapter's code-analysis results, and the intelligence
+    # reducer's FSM_<state> intents for an entity entering a final state.
+    STAMP_VALIDATED = "STAMP_VALIDATED"
+    STAMP_BATCH_PROCESSED = "STAMP_BATCH_PROCESSED"
+    CODE_ANALYSIS_COMPLETED = "CODE_ANALYSIS_COMPLETED"
+    CODE_ANALYSIS_FAILED = "CODE_ANALYSIS_FAILED"
+    FSM_INDEXED = "FSM_INDEXED"
+    FSM_COMPLETED = "FSM_COMPLETED"
+    FSM_STORED = "FSM_STORED"
+    FSM_FAILED = "FSM_FAILED"
 
 
 # The producers' enum values (contract section 3). The dotted legacy names and the topic slugs
@@ -137,6 +154,12 @@ _PRODUCER_ALIASES: dict[str, EventType] = {
     "onextree_intelligence_requested": EventType.INTELLIGENCE_REQUESTED,
     "onextree_intelligence_received": EventType.INTELLIGENCE_RECEIVED,
     "fsm_state_changed": EventType.FSM_STATE_TRANSITION,
+    "metadata_stamp_validated": EventType.STAMP_VALIDATED,
+    "metadata_batch_processed": EventType.STAMP_BATCH_PROCESSED,
+    # The adapter's event_type is `omninode.intelligence.event.code_analysis_completed.v1`; the
+    # trailing `.v1` is dropped by normalize_event_type like a topic slug's.
+    "omninode_intelligence_event_code_analysis_completed": EventType.CODE_ANALYSIS_COMPLETED,
+    "omninode_intelligence_event_code_analysis_failed": EventType.CODE_ANALYSIS_FAILED,
 }
 _VERSION_SUFFIX = re.compile(r"_V\d+\Z")
 
@@ -224,6 +247,9 @@ class Envelope(BaseModel):
     # Set only when the wire id was not a UUID; the field above then holds its uuid5.
     original_correlation_id: str | None = None
     original_session_id: str | None = None
+    # The wire's event_type when it is not the canonical name stored in event_type (an alias, a
+    # folded form, a type the topic refined): what the producer sent, kept in event_logs.
+    original_event_type: str | None = None
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> Self:
@@ -244,6 +270,25 @@ class Envelope(BaseModel):
     def known_type(self) -> EventType | None:
         """The event's type as an :class:`EventType`, or None for a type the sink does not know."""
         return EventType.__members__.get(self.event_type)
+
+    def with_type(self, event_type: str) -> Self:
+        """This envelope as ``event_type`` (a refinement by topic), keeping the wire's name."""
+        return self.model_copy(
+            update={
+                "event_type": event_type,
+                "original_event_type": self.original_event_type or self.event_type,
+            }
+        )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _original_type(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "original_event_type" in data:
+            return data
+        raw = data.get("event_type")
+        if not isinstance(raw, str) or normalize_event_type(raw) == raw:
+            return data  # the canonical name itself, or a wrong type that validation reports
+        return {**data, "original_event_type": raw}
 
     @model_validator(mode="before")
     @classmethod
@@ -299,7 +344,9 @@ class Envelope(BaseModel):
 
 
 # The top-level fields the wire may carry (``timestamp`` is handled by Envelope.from_wire).
-_DERIVED_FIELDS = frozenset({"extra", "original_correlation_id", "original_session_id"})
+_DERIVED_FIELDS = frozenset(
+    {"extra", "original_correlation_id", "original_session_id", "original_event_type"}
+)
 _WIRE_FIELDS = frozenset(Envelope.model_fields) - _DERIVED_FIELDS
 
 

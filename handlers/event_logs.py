@@ -16,7 +16,7 @@ import asyncpg
 import orjson
 
 from handlers.base import Event
-from handlers.contract import ENVELOPE_EXTRA_KEY, KAFKA_METADATA_KEYS
+from handlers.contract import ENVELOPE_EXTRA_KEY, KAFKA_METADATA_KEYS, ORIGINAL_EVENT_TYPE_KEY
 from handlers.sql import Unnest
 
 # Envelope fields copied into metadata (contract: "the envelope's metadata plus its source
@@ -58,7 +58,8 @@ def metadata_of(event: Event) -> dict[str, Any]:
 
     The producer's metadata first; the sink's facts (envelope fields, unknown top-level fields
     under ``envelope_extra``, the Kafka position) are written over keys of the same name, so
-    the position can never be spoofed by a producer.
+    the position can never be spoofed by a producer. The event_type as sent is kept under
+    ``original_event_type`` when it is not the canonical name of the row's ``event_type``.
     """
     env = event.envelope
     meta: dict[str, Any] = dict(env.metadata)
@@ -66,6 +67,8 @@ def metadata_of(event: Event) -> dict[str, Any]:
         value = getattr(env, name)
         if value is not None:
             meta[name] = value
+    if env.original_event_type is not None:
+        meta[ORIGINAL_EVENT_TYPE_KEY] = env.original_event_type
     if env.extra:
         meta[ENVELOPE_EXTRA_KEY] = env.extra
     meta.update(zip(KAFKA_METADATA_KEYS, (event.topic, event.partition, event.offset), strict=True))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any, Final, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, ValidationError
@@ -149,14 +150,17 @@ NumberText = Annotated[str, BeforeValidator(number_as_text)]
 
 def rounded_ms(value: Any) -> Any:
     """Durations computed from perf_counter arrive as fractional milliseconds (also as
-    strings): rounded to the nearest integer. Anything else as given."""
+    strings): rounded to the nearest integer, a half away from zero (``2.5`` is 3, as
+    PostgreSQL rounds a numeric, not to even as Python's ``round`` does). The half is judged
+    on the decimal text the producer sent (a float's shortest form), so ``1.005`` is not
+    taken for the binary number just below it. Anything else as given."""
     if isinstance(value, str):
         try:
             value = float(value)
         except ValueError:
             return value
     if isinstance(value, float) and math.isfinite(value):
-        return round(value)
+        return int(Decimal(repr(value)).to_integral_value(rounding=ROUND_HALF_UP))
     return value
 
 

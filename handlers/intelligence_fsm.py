@@ -8,12 +8,13 @@ payload rules, event time) is in ``handlers/intelligence_fields.py``.
 Decisions (event contract sections 3 and 4):
 
 - **FSM validation is static** (rule 4.3): the event's own (fsm_type, from_state, action,
-  to_state) must be a transition of :data:`FSM_DEFINITIONS`; anything else, an unknown fsm_type
-  included, is ``invalid_transition`` in ``parse``. It is not checked against the stored state:
-  that would make the verdict depend on arrival order. Names are matched case-insensitively
-  and stored upper case. "FAIL from any phase" of PATTERN_LEARNING is taken as the four phases
-  FOUNDATION, MATCHING, VALIDATION, TRACEABILITY (not COMPLETED, not FAILED), like the other
-  two FSMs, which fail only from their non-final states.
+  to_state) must be a transition of :data:`FSM_DEFINITIONS` (the reducer's FSM_STATE_CHANGED
+  names the two states ``previous_state`` / ``current_state``: read alike); anything else, an
+  unknown fsm_type included, is ``invalid_transition`` in ``parse``. It is not checked
+  against the stored state: that would make the verdict depend on arrival order. Names are
+  matched case-insensitively and stored upper case. "FAIL from any phase" of PATTERN_LEARNING
+  is taken as the four phases FOUNDATION, MATCHING, VALIDATION, TRACEABILITY (not COMPLETED,
+  not FAILED), like the other two FSMs, which fail only from their non-final states.
 - **fsm_state** row id = ``uuid5(FOREIGN_ID_NAMESPACE, "fsm/{fsm_type}/{entity_id}")``. The
   state columns follow the newest transition by (event time, event id), kept in
   transition_timestamp / transition_event_id: current_state = its to_state, previous_state =
@@ -68,7 +69,7 @@ from typing import Annotated, Any, Final
 from uuid import UUID, uuid5
 
 import asyncpg
-from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
+from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, StringConstraints
 
 from handlers import fields
 from handlers.base import Event, Item, Reject, jsonb
@@ -173,9 +174,11 @@ class _FsmPayload(Payload):
 
 
 class _TransitionPayload(_FsmPayload):
-    from_state: Name
+    # The reducer's own transition facts (FSM_STATE_CHANGED) name the states previous_state and
+    # current_state; from_state / to_state are read first when both are sent.
+    from_state: Name = Field(validation_alias=AliasChoices("from_state", "previous_state"))
     action: Name
-    to_state: Name
+    to_state: Name = Field(validation_alias=AliasChoices("to_state", "current_state"))
     metadata: dict[str, Any] | None = None
 
 

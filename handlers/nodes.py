@@ -31,7 +31,12 @@ Decisions where the contract is silent:
   endpoint_url ``''``, registered_at NULL and a NULL state ordering pair, so the introspection
   fills them in whenever it arrives.
 - **node_version** may arrive as a semver object (``{"major", "minor", "patch"}``, as later
-  producers send ``ModelSemVer``): it is stored as ``"major.minor.patch"``. Missing: ``'unknown'``.
+  producers send ``ModelSemVer``): it is stored as ``"major.minor.patch"``. The bridge's
+  introspection sends no ``node_version``: its version is the payload's ``metadata.version``,
+  read when ``node_version`` is missing. That one is the producer's metadata, not a claim on
+  the column, so a value that does not fit (not text or semver, empty, over 20 characters)
+  leaves ``'unknown'`` rather than refusing the registration; it stays in ``metadata``.
+  Neither: ``'unknown'``.
 - **endpoint_url**, when not given, is taken from the introspection's ``endpoints`` map
   (``api``, else ``health``, else the first name in sorted order); none: ``''``.
 - ``metadata.last_heartbeat`` is reserved: an introspection key of that name is not kept.
@@ -46,7 +51,15 @@ from typing import Annotated, Any, Final
 from uuid import UUID, uuid5
 
 import asyncpg
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
 
 from handlers import fields
 from handlers.base import Event, Item, Reject, as_uuid, jsonb
@@ -104,6 +117,7 @@ NodeVersion = Annotated[
     StringConstraints(min_length=1, max_length=NODE_VERSION_MAX_CHARS),
 ]
 EndpointUrl = Annotated[str, StringConstraints(max_length=ENDPOINT_URL_MAX_CHARS)]
+_METADATA_VERSION: Final = TypeAdapter(NodeVersion, config=ConfigDict(coerce_numbers_to_str=True))
 
 
 class _NodePayload(BaseModel):
@@ -159,6 +173,18 @@ def _node_ref(text: str) -> NodeRef:
         return NodeRef(uuid=UUID(text), original_id=None)
     except ValueError:
         return NodeRef(uuid=as_uuid(text), original_id=text)
+
+
+def _version_of(model: _IntrospectionPayload, payload: dict[str, Any]) -> str:
+    if model.node_version is not None:
+        return model.node_version
+    metadata = payload.get("metadata")
+    if not isinstance(metadata, dict) or metadata.get("version") is None:
+        return PLACEHOLDER_VERSION
+    try:
+        return _METADATA_VERSION.validate_python(metadata["version"])
+    except ValidationError:
+        return PLACEHOLDER_VERSION
 
 
 def _endpoint_of(model: _IntrospectionPayload) -> str:
@@ -350,7 +376,7 @@ class NodesHandler:
         return Introspection(
             node=node,
             node_type=intro.node_type,
-            node_version=intro.node_version or PLACEHOLDER_VERSION,
+            node_version=_version_of(intro, event.payload),
             endpoint_url=_endpoint_of(intro),
             health_status=intro.health_status or INTROSPECTION_HEALTH,
             facts=_facts(event.payload, _INTROSPECTION_COLUMNS, node),

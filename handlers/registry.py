@@ -39,6 +39,9 @@ def configured(*, default_namespace: str) -> tuple[Handler[Any], ...]:
 # The intelligence service names its workflow events like the bridge's (`workflow.started`);
 # on an intelligence topic they are the intelligence workflow types (contract section 3).
 INTELLIGENCE_TENANT = "archon-intelligence"
+# The segment that follows a topic's namespace: the bridge's, the stamping service's, the
+# intelligence prefix (the default subscription of consumer/settings.py names the same three).
+_TENANTS = frozenset({"omninode_bridge", "omninode-bridge", INTELLIGENCE_TENANT})
 _ON_INTELLIGENCE_TOPIC = {
     EventType.WORKFLOW_STARTED: EventType.INTELLIGENCE_WORKFLOW_STARTED,
     EventType.STEP_COMPLETED: EventType.INTELLIGENCE_WORKFLOW_STEP_COMPLETED,
@@ -63,9 +66,14 @@ HANDLED_TYPES: frozenset[str] = frozenset().union(*(h.event_types for h in HANDL
 
 
 def is_intelligence_topic(topic: str) -> bool:
-    """``{env}.archon-intelligence.…`` (contract section 1)."""
-    parts = topic.split(".", 2)
-    return len(parts) > 1 and parts[1] == INTELLIGENCE_TENANT
+    """``<namespace>.archon-intelligence.…`` (contract section 1), whatever the namespace's
+    segments (``dev``, ``omninode.bridge``): the first tenant segment after the namespace is the
+    intelligence prefix, so a bridge topic whose slug happens to be that word is not one."""
+    parts = topic.split(".")
+    for part in parts[1:-1]:
+        if part in _TENANTS:
+            return part == INTELLIGENCE_TENANT
+    return False
 
 
 def resolve(envelope: Envelope, topic: str) -> Envelope:
@@ -76,4 +84,4 @@ def resolve(envelope: Envelope, topic: str) -> Envelope:
     refined = _ON_INTELLIGENCE_TOPIC.get(known)
     if refined is None:
         return envelope
-    return envelope.model_copy(update={"event_type": refined.value})
+    return envelope.with_type(refined.value)

@@ -1,8 +1,8 @@
 """The bridge workflows: ``workflow_executions``, ``workflow_steps`` and ``fsm_transitions``.
 
 Events: WORKFLOW_STARTED / _COMPLETED / _FAILED, STEP_STARTED / _COMPLETED / _FAILED,
-STATE_TRANSITION, HASH_GENERATED, and the workflow half of INTELLIGENCE_RECEIVED (the stamp half
-is the stamps handler's; one without ``workflow_id`` is a no-op here, not a reject).
+STATE_TRANSITION, HASH_GENERATED, ACTION, and the workflow half of INTELLIGENCE_RECEIVED (the
+stamp half is the stamps handler's; one without ``workflow_id`` is a no-op here, not a reject).
 
 Decisions (event contract sections 3 and 4):
 
@@ -32,6 +32,13 @@ Decisions (event contract sections 3 and 4):
   (``_STARTED_NOT_INPUT``). **output_data** likewise: ``output`` / ``output_data``, else the
   payload minus ``_COMPLETED_NOT_OUTPUT``. The bridge's producer sends no input key at all
   (``{"workflow_id", "status", "node_id", "timestamp"}``), so the remainder keeps what it sent.
+- **ACTION** (the orchestrator's ``ORCHESTRATE_WORKFLOW`` request of an event-driven workflow)
+  names its workflow in its inner ``payload``: ``workflow_id``, ``namespace``, ``input_data``.
+  Its input_data is the workflow's input, whatever the order: the event-driven STARTED carries
+  none, only the rest of its payload, which must not replace it. The newest ACTION that
+  carries an input holds input_data (``action_event_at`` / ``action_event_id``, migration
+  023); while none has, STARTED's rule above applies. Its namespace is like any other event's
+  (below). Another action type, or one without an inner workflow_id, is event_logs only.
 - **correlation_id, session_id, namespace**: a STARTED's values win; any other event of the
   workflow fills them only while they are unknown (correlation_id equal to the row's own id is
   the NOT NULL stand-in for "unknown"). Order-independent as long as the events that carry a
@@ -46,14 +53,23 @@ Decisions (event contract sections 3 and 4):
   A step event with a step_id and a step event of the same step with only its step_name are two
   steps: producers must name a step one way. status follows the newest event (RUNNING /
   COMPLETED / FAILED). step_name (else the step_id), step_type (else ``'unknown'``, which the
-  bridge's producer also sends when it does not know), step_order (else 0) and input_data
-  (else ``{}``) hold their stand-in until an event that carries a real value fills them: the
-  first real value wins, so the result is order-independent when the events agree.
+  bridge's producer also sends when it does not know), step_order and input_data (else
+  ``{}``) hold their stand-in until an event that carries a real value fills them: the first
+  real value wins, so the result is order-independent when the events agree.
   started_at = LEAST of STEP_STARTED times (NULL without one); completed_at = GREATEST of
   COMPLETED/FAILED times, and output_data and execution_time_ms are those of that latest
   terminal event, so a failed-then-retried step shows its final attempt in any order. A
   STEP_FAILED without ``output`` stores ``{"error": error, "error_type": error_type}`` as its
   output: the table has no error column and the reason must not be lost.
+- **step_order** no event sent is the step's rank within its workflow, 1, 2, ..., by the
+  step's earliest event (event time, then event id; ``order_event_at`` / ``order_event_id``),
+  among all the workflow's steps: the bridge's orchestrator sends none, and its steps' events
+  follow each other in time. ``step_order_ranked`` says the column holds that rank, so a
+  producer's value (0 included) that arrives later replaces it. The rank is one SQL function,
+  ``omnisink.step_ranks`` (migration 023), asked for every workflow whose steps the batch
+  touched, after the steps are written, like the recount below: a late step that happened
+  earlier moves its successors up, and any order or batching of the same steps gives the
+  same ranks.
 - **workflow_steps_executed** is recounted (steps with status COMPLETED) for every workflow whose
   steps the batch touched, after the steps are written: a count, not an increment, so
   redelivery and order cannot skew it.
@@ -61,7 +77,8 @@ Decisions (event contract sections 3 and 4):
   are required and upper-cased; transition_at = event time; triggered_by from the payload (the
   bridge's producer sends none: NULL); metadata = the payload's ``metadata`` object.
 - **Durations** (execution_time_ms, generation_time_ms) may arrive as fractional milliseconds
-  (producers compute them from ``perf_counter``): they are rounded to the nearest integer.
+  (producers compute them from ``perf_counter``): they are rounded to the nearest integer, a
+  half away from zero (``handlers.fields.rounded_ms``).
 """
 
 from __future__ import annotations
@@ -78,7 +95,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 from handlers import fields
 from handlers.base import Event, Item, Reject, as_uuid, jsonb
 from handlers.envelope import FOREIGN_ID_NAMESPACE, EventType
-from handlers.sql import Unnest
+from handlers.sql import Sql, Unnest
 
 # Column limits (migrations 001-003, 009, 012).
 STATE_MAX_CHARS: Final = 50
@@ -90,11 +107,14 @@ STEP_NAME_MAX_CHARS: Final = 100
 STEP_TYPE_MAX_CHARS: Final = 50
 TRIGGERED_BY_MAX_CHARS: Final = 100
 
-# Stand-ins of the NOT NULL step columns until an event carries the real value.
+# Stand-ins of the NOT NULL step columns until an event carries the real value (step_order's
+# only until the batch's ranking replaces it).
 UNKNOWN_STEP_TYPE: Final = "unknown"
 UNKNOWN_STEP_ORDER: Final = 0
 
 PLACEHOLDER_STATE: Final = "PENDING"
+# The ACTION that requests a workflow run (any case).
+ORCHESTRATE_WORKFLOW: Final = "ORCHESTRATE_WORKFLOW"
 _STATE_OF: Final[Mapping[str, str]] = {
     EventType.WORKFLOW_STARTED: "PROCESSING",
     EventType.WORKFLOW_COMPLETED: "COMPLETED",
@@ -199,6 +219,16 @@ class _IntelligencePayload(_Payload):
     intelligence: Any = None
 
 
+class _OrchestrationRequest(_Payload):
+    input_data: Any = None
+
+
+class _ActionPayload(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    payload: _OrchestrationRequest
+
+
 # --- parsed events -----------------------------------------------------------------------
 
 
@@ -268,8 +298,18 @@ class IntelligenceReceived:
     intelligence_data: Any
 
 
-Fact = Started | Completed | Failed | Step | Transition | HashGenerated | IntelligenceReceived
-# None: an INTELLIGENCE_RECEIVED for a stamp only, nothing for this handler to write.
+@dataclass(frozen=True, slots=True)
+class Action:
+    workflow: WorkflowRef
+    # None: the request carries no input (it may still name the namespace).
+    input_data: Any
+
+
+Fact = (
+    Started | Completed | Failed | Step | Transition | HashGenerated | IntelligenceReceived | Action
+)
+# None: an INTELLIGENCE_RECEIVED for a stamp only, or an ACTION that is not a workflow's
+# request: nothing for this handler to write.
 Parsed = Fact | None
 
 _M = TypeVar("_M", bound=_Payload)
@@ -346,7 +386,7 @@ def _parse_step(event: Event) -> Step:
         step_key=step_key,
         step_name=step_name if step_name is not None else step_key,
         step_type=step_type if step_type != UNKNOWN_STEP_TYPE else None,
-        step_order=model.step_order if model.step_order != UNKNOWN_STEP_ORDER else None,
+        step_order=model.step_order,
         input_data=_real_input(_first_given(model.input, model.input_data)),
         output_data=output,
         execution_time_ms=model.execution_time_ms,
@@ -418,6 +458,21 @@ def _parse_intelligence(event: Event) -> IntelligenceReceived | None:
     )
 
 
+def _parse_action(event: Event) -> Action | None:
+    action_type = event.payload.get("action_type", event.envelope.metadata.get("action_type"))
+    if not isinstance(action_type, str) or action_type.strip().upper() != ORCHESTRATE_WORKFLOW:
+        return None  # another action: not a workflow's request
+    if not isinstance(event.payload.get("payload"), dict):
+        return None
+    request = fields.validate(
+        _ActionPayload, event.payload, max_errors=_SCHEMA_MESSAGE_MAX_ERRORS
+    ).payload
+    ref = _ref(request)
+    if ref is None:
+        return None
+    return Action(workflow=ref, input_data=_real_input(request.input_data))
+
+
 _PARSERS: Final[Mapping[str, Callable[[Event], Parsed]]] = {
     EventType.WORKFLOW_STARTED: _parse_started,
     EventType.WORKFLOW_COMPLETED: _parse_completed,
@@ -428,6 +483,7 @@ _PARSERS: Final[Mapping[str, Callable[[Event], Parsed]]] = {
     EventType.STATE_TRANSITION: _parse_transition,
     EventType.HASH_GENERATED: _parse_hash,
     EventType.INTELLIGENCE_RECEIVED: _parse_intelligence,
+    EventType.ACTION: _parse_action,
 }
 
 
@@ -456,6 +512,8 @@ class _WorkflowInput:
     state: tuple[tuple[datetime, UUID], str] | None = None
     hashed: Item[HashGenerated] | None = None
     intelligence: Item[IntelligenceReceived] | None = None
+    # The newest ACTION that carries an input.
+    action: Item[Action] | None = None
 
 
 @dataclass
@@ -466,6 +524,8 @@ class _StepInput:
     step_key: str
     step_name: str
     status: tuple[tuple[datetime, UUID], str]
+    # The step's earliest event: its rank among the workflow's steps when no event sent one.
+    first: tuple[datetime, UUID]
     step_type: str | None = None
     step_order: int | None = None
     input_data: Any = None
@@ -531,6 +591,9 @@ class _Batch:
             row.hashed = _newer(row.hashed, Item(item.event, fact))
         elif isinstance(fact, IntelligenceReceived):
             row.intelligence = _newer(row.intelligence, Item(item.event, fact))
+        elif isinstance(fact, Action):
+            if fact.input_data is not None:
+                row.action = _newer(row.action, Item(item.event, fact))
         else:
             self.add_step(Item(item.event, fact))
 
@@ -547,13 +610,17 @@ class _Batch:
                 step_key=step.step_key,
                 step_name=step.step_name,
                 status=status,
+                first=item.event.order_key,
             )
-        elif status[0] > row.status[0]:
-            row.status = status
+        else:
+            row.first = min(row.first, item.event.order_key)
+            if status[0] > row.status[0]:
+                row.status = status
         if row.step_name == row.step_key:
             row.step_name = step.step_name
         row.step_type = row.step_type or step.step_type
-        row.step_order = row.step_order or step.step_order
+        if row.step_order is None:
+            row.step_order = step.step_order
         if row.input_data is None:
             row.input_data = step.input_data
         if step.status == "RUNNING":
@@ -604,13 +671,13 @@ UPDATE workflow_executions AS t SET
     session_id = COALESCE(i.started_session_id, t.session_id, i.any_session_id),
     namespace = COALESCE(i.started_namespace, t.namespace, i.any_namespace),
     started_at = LEAST(t.started_at, i.started_at),
-    input_data = COALESCE(i.input_data::jsonb, t.input_data),
     output_data = COALESCE(i.output_data::jsonb, t.output_data),
     stamp_id = COALESCE(i.stamp_id, t.stamp_id),
     error_info = COALESCE(i.error_info::jsonb, t.error_info),
     completed_at = GREATEST(t.completed_at, i.completed_at),
     (state, state_event_at, state_event_id, file_hash, hash_generation_time_ms, hash_event_at,
-     hash_event_id, intelligence_data, intelligence_event_at, intelligence_event_id) = (
+     hash_event_id, intelligence_data, intelligence_event_at, intelligence_event_id, input_data,
+     action_event_at, action_event_id) = (
         SELECT CASE WHEN m.state THEN i.state ELSE t.state END,
                CASE WHEN m.state THEN i.state_event_at ELSE t.state_event_at END,
                CASE WHEN m.state THEN i.state_event_id ELSE t.state_event_id END,
@@ -625,7 +692,13 @@ UPDATE workflow_executions AS t SET
                CASE WHEN m.intelligence THEN i.intelligence_event_at
                     ELSE t.intelligence_event_at END,
                CASE WHEN m.intelligence THEN i.intelligence_event_id
-                    ELSE t.intelligence_event_id END
+                    ELSE t.intelligence_event_id END,
+               -- An ACTION's input, once there is one, is never replaced by a STARTED's.
+               CASE WHEN m.action THEN i.action_input_data::jsonb
+                    WHEN t.action_event_at IS NOT NULL THEN t.input_data
+                    ELSE COALESCE(i.input_data::jsonb, t.input_data) END,
+               CASE WHEN m.action THEN i.action_event_at ELSE t.action_event_at END,
+               CASE WHEN m.action THEN i.action_event_id ELSE t.action_event_id END
         FROM (
             SELECT i.state_event_at IS NOT NULL AND omnisink.newer(
                        i.state_event_at, i.state_event_id, t.state_event_at, t.state_event_id
@@ -636,7 +709,10 @@ UPDATE workflow_executions AS t SET
                    i.intelligence_event_at IS NOT NULL AND omnisink.newer(
                        i.intelligence_event_at, i.intelligence_event_id,
                        t.intelligence_event_at, t.intelligence_event_id
-                   ) AS intelligence
+                   ) AS intelligence,
+                   i.action_event_at IS NOT NULL AND omnisink.newer(
+                       i.action_event_at, i.action_event_id, t.action_event_at, t.action_event_id
+                   ) AS action
         ) AS m
     )
 FROM unnest(
@@ -644,40 +720,45 @@ FROM unnest(
     $8::timestamptz[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
     $14::timestamptz[], $15::text[], $16::timestamptz[], $17::uuid[], $18::text[],
     $19::integer[], $20::timestamptz[], $21::uuid[], $22::text[], $23::timestamptz[],
-    $24::uuid[]
+    $24::uuid[], $25::text[], $26::timestamptz[], $27::uuid[]
 ) AS i(
     id, started_correlation_id, started_session_id, started_namespace, any_correlation_id,
     any_session_id, any_namespace, started_at, input_data, output_data, stamp_id,
     completed_file_hash, error_info, completed_at, state, state_event_at, state_event_id,
     hash_file_hash, hash_generation_time_ms, hash_event_at, hash_event_id, intelligence_data,
-    intelligence_event_at, intelligence_event_id
+    intelligence_event_at, intelligence_event_id, action_input_data, action_event_at,
+    action_event_id
 )
 WHERE t.id = i.id
 """,
     name="workflows.merge",
 )
 
-# One row per step. The stand-ins ('unknown', 0, the step_id as name, '{}' input) are replaced
-# by the first real value; output_data and execution_time_ms follow the latest terminal event
-# (the one completed_at shows); status follows the newest event (m.status: every input row has
-# a status event, newer than the stored pair or not).
+# One row per step. The stand-ins ('unknown', the step_id as name, '{}' input, a ranked
+# step_order) are replaced by the first real value; output_data and execution_time_ms follow the
+# latest terminal event (the one completed_at shows); status follows the newest event (m.status:
+# every input row has a status event, newer than the stored pair or not); the order pair is the
+# step's earliest event (o.earlier).
 _UPSERT_STEPS = Unnest(
     """
 INSERT INTO workflow_steps AS t (
-    id, workflow_id, step_key, step_name, step_type, step_order, input_data, output_data,
-    status, started_at, completed_at, execution_time_ms, status_event_at, status_event_id
+    id, workflow_id, step_key, step_name, step_type, step_order, step_order_ranked,
+    input_data, output_data, status, started_at, completed_at, execution_time_ms,
+    status_event_at, status_event_id, order_event_at, order_event_id
 )
 SELECT s.id, s.workflow_id, s.step_key, s.step_name, s.step_type, s.step_order,
-    COALESCE(s.input_data::jsonb, '{}'::jsonb), COALESCE(s.output_data::jsonb, '{}'::jsonb),
-    s.status, s.started_at, s.completed_at, s.execution_time_ms, s.status_event_at,
-    s.status_event_id
+    s.step_order_ranked, COALESCE(s.input_data::jsonb, '{}'::jsonb),
+    COALESCE(s.output_data::jsonb, '{}'::jsonb), s.status, s.started_at, s.completed_at,
+    s.execution_time_ms, s.status_event_at, s.status_event_id, s.order_event_at,
+    s.order_event_id
 FROM unnest(
-    $1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::text[],
-    $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], $12::integer[],
-    $13::timestamptz[], $14::uuid[]
+    $1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::boolean[],
+    $8::text[], $9::text[], $10::text[], $11::timestamptz[], $12::timestamptz[],
+    $13::integer[], $14::timestamptz[], $15::uuid[], $16::timestamptz[], $17::uuid[]
 ) AS s(
-    id, workflow_id, step_key, step_name, step_type, step_order, input_data, output_data,
-    status, started_at, completed_at, execution_time_ms, status_event_at, status_event_id
+    id, workflow_id, step_key, step_name, step_type, step_order, step_order_ranked,
+    input_data, output_data, status, started_at, completed_at, execution_time_ms,
+    status_event_at, status_event_id, order_event_at, order_event_id
 )
 ORDER BY s.workflow_id, s.step_key
 ON CONFLICT (workflow_id, step_key) DO UPDATE SET
@@ -685,8 +766,21 @@ ON CONFLICT (workflow_id, step_key) DO UPDATE SET
         ELSE t.step_name END,
     step_type = CASE WHEN t.step_type = 'unknown' THEN excluded.step_type
         ELSE t.step_type END,
-    step_order = CASE WHEN t.step_order = 0 THEN excluded.step_order
-        ELSE t.step_order END,
+    step_order = CASE WHEN t.step_order_ranked AND NOT excluded.step_order_ranked
+        THEN excluded.step_order ELSE t.step_order END,
+    step_order_ranked = t.step_order_ranked AND excluded.step_order_ranked,
+    (order_event_at, order_event_id) = (
+        SELECT CASE WHEN o.earlier THEN excluded.order_event_at ELSE t.order_event_at END,
+               CASE WHEN o.earlier THEN excluded.order_event_id ELSE t.order_event_id END
+        FROM (
+            -- The input's earliest event is earlier when the stored one is newer than it (or
+            -- there is none: a row another writer made).
+            SELECT t.order_event_at IS NULL OR omnisink.newer(
+                       t.order_event_at, t.order_event_id,
+                       excluded.order_event_at, excluded.order_event_id
+                   ) AS earlier
+        ) AS o
+    ),
     input_data = CASE WHEN COALESCE(t.input_data, '{}'::jsonb) = '{}'::jsonb
         THEN excluded.input_data ELSE t.input_data END,
     started_at = LEAST(t.started_at, excluded.started_at),
@@ -723,6 +817,19 @@ FROM unnest(
 ON CONFLICT (id) DO NOTHING
 """,
     name="workflows.insert_transitions",
+)
+
+# Every step whose step_order no event sent takes its rank among its workflow's steps, the one
+# rule omnisink.step_ranks declares (migration 023): recomputed from the rows, so order and
+# batching cannot skew it.
+_RANK_STEPS = Sql(
+    """
+UPDATE workflow_steps AS t
+SET step_order = r.step_order
+FROM omnisink.step_ranks($1::uuid[]) AS r
+WHERE t.id = r.id AND t.step_order_ranked AND t.step_order IS DISTINCT FROM r.step_order
+""",
+    name="workflows.rank_steps",
 )
 
 # A recount, not an increment: order and redelivery cannot skew it.
@@ -778,7 +885,9 @@ class WorkflowsHandler:
             transitions = [_transition_row(t) for t in batch.transitions]
             await conn.execute(_INSERT_TRANSITIONS.sql, *_INSERT_TRANSITIONS.args(transitions))
         if batch.steps:
-            touched = [{"id": w} for w in sorted({workflow for workflow, _ in batch.steps})]
+            touched_ids = sorted({workflow for workflow, _ in batch.steps})
+            await conn.execute(_RANK_STEPS.sql, touched_ids)
+            touched = [{"id": w} for w in touched_ids]
             await conn.execute(_RECOUNT_STEPS_EXECUTED.sql, *_RECOUNT_STEPS_EXECUTED.args(touched))
 
 
@@ -789,6 +898,7 @@ def _merge_row(workflow_id: UUID, row: _WorkflowInput) -> dict[str, Any]:
     completed = row.completed.payload if row.completed else None
     hashed = row.hashed
     intelligence = row.intelligence
+    action = row.action
     return {
         "id": workflow_id,
         "started_correlation_id": started_env.correlation_id if started_env else None,
@@ -816,6 +926,9 @@ def _merge_row(workflow_id: UUID, row: _WorkflowInput) -> dict[str, Any]:
         ),
         "intelligence_event_at": intelligence.event.at if intelligence else None,
         "intelligence_event_id": intelligence.event.event_id if intelligence else None,
+        "action_input_data": jsonb(action.payload.input_data) if action else None,
+        "action_event_at": action.event.at if action else None,
+        "action_event_id": action.event.event_id if action else None,
     }
 
 
@@ -828,7 +941,8 @@ def _step_row(row: _StepInput) -> dict[str, Any]:
         "step_key": row.step_key,
         "step_name": row.step_name,
         "step_type": row.step_type or UNKNOWN_STEP_TYPE,
-        "step_order": row.step_order or UNKNOWN_STEP_ORDER,
+        "step_order": UNKNOWN_STEP_ORDER if row.step_order is None else row.step_order,
+        "step_order_ranked": row.step_order is None,
         "input_data": jsonb(row.input_data),
         "output_data": jsonb(terminal.payload.output_data) if terminal else None,
         "status": row.status[1],
@@ -837,6 +951,8 @@ def _step_row(row: _StepInput) -> dict[str, Any]:
         "execution_time_ms": terminal.payload.execution_time_ms if terminal else None,
         "status_event_at": row.status[0][0],
         "status_event_id": row.status[0][1],
+        "order_event_at": row.first[0],
+        "order_event_id": row.first[1],
     }
 
 

@@ -296,6 +296,59 @@ for case, wire, payload, seconds in (
         },
         seconds=seconds,
     )
+WF_ACTION = uuid.uuid4()
+send(
+    "ACTION",
+    f"{BRIDGE}.action.v1",
+    "ACTION",
+    {
+        "correlation_id": str(WF_ACTION),
+        "action_type": "ORCHESTRATE_WORKFLOW",
+        "payload": {
+            "workflow_id": str(WF_ACTION),
+            "input_data": {"content": "x = 1", "file_path": "/src/x.py"},
+            "namespace": "ns.action",
+            "workflow_type": "metadata_stamping",
+        },
+        "source_node": "orchestrator-1",
+    },
+    correlation_id=WF_ACTION,
+)
+STAMPING = f"{ENV}.omninode-bridge.metadata"
+LOGGED_ONLY = {
+    "STAMP_VALIDATED": (
+        f"{STAMPING}.metadata-stamp-validated.v1",
+        "metadata.stamp.validated",
+        {"file_hash": STAMP_HASH, "validation_result": True, "validation_time_ms": 0.4},
+    ),
+    "STAMP_BATCH_PROCESSED": (
+        f"{STAMPING}.metadata-batch-processed.v1",
+        "metadata.batch.processed",
+        {"batch_id": "b-1", "total_files": 2, "successful_files": 2, "failed_files": 0},
+    ),
+    "CODE_ANALYSIS_COMPLETED": (
+        f"{INTEL}.intelligence.code-analysis-completed.v1",
+        "omninode.intelligence.event.code_analysis_completed.v1",
+        {"source_path": "src/x.py", "quality_score": 0.9},
+    ),
+    "CODE_ANALYSIS_FAILED": (
+        f"{INTEL}.intelligence.code-analysis-failed.v1",
+        "omninode.intelligence.event.code_analysis_failed.v1",
+        {"source_path": "src/x.rs", "error_code": "UNSUPPORTED_LANGUAGE"},
+    ),
+    "FSM_COMPLETED": (
+        f"{INTEL}.pattern_learning.completed.v1",
+        "FSM_COMPLETED",
+        {
+            "fsm_type": "PATTERN_LEARNING",
+            "entity_id": "doc-intent",
+            "previous_state": "TRACEABILITY",
+            "current_state": "COMPLETED",
+        },
+    ),
+}
+for case, (topic, wire, payload) in LOGGED_ONLY.items():
+    send(case, topic, wire, payload, seconds=9)
 send("UNKNOWN", f"{BRIDGE}.custom-audit.v1", "audit.recorded", {"actor": "u"})
 
 
@@ -550,6 +603,25 @@ async def test_intelligence_workflows(
     if case == "INTELLIGENCE_WORKFLOW_FAILED":
         assert row["error_message"] == "boom"
         assert row["completed_at"] == T0 + timedelta(seconds=2)
+
+
+async def test_action(conn: asyncpg.Connection) -> None:
+    await _logged(conn, "ACTION", "ACTION")
+    row = await conn.fetchrow("SELECT * FROM workflow_executions WHERE id = $1", WF_ACTION)
+    assert orjson.loads(row["input_data"]) == {"content": "x = 1", "file_path": "/src/x.py"}
+    assert row["namespace"] == "ns.action"
+    assert row["state"] == "PENDING"  # no STARTED yet: a placeholder
+
+
+@pytest.mark.parametrize("case", sorted(LOGGED_ONLY))
+async def test_producer_types_kept_in_event_logs_only(conn: asyncpg.Connection, case: str) -> None:
+    await _logged(conn, case, case)
+    sent = SENT[case][0]
+    meta = orjson.loads(
+        await conn.fetchval("SELECT metadata FROM event_logs WHERE id = $1", sent.event_id)
+    )
+    wire = LOGGED_ONLY[case][1]
+    assert meta.get("original_event_type") == (None if wire == case else wire)
 
 
 async def test_unknown_type_is_kept_in_event_logs_only(conn: asyncpg.Connection) -> None:

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from handlers.base import Event
 from handlers.envelope import (
     FOREIGN_ID_NAMESPACE,
     DecodeError,
@@ -21,6 +22,8 @@ from handlers.envelope import (
     is_known,
     normalize_event_type,
 )
+from handlers.event_logs import metadata_of
+from handlers.registry import resolve
 
 MAX_BYTES = 1 << 20
 EVENT_ID = "6f1c2b1e-1234-4567-89ab-0123456789ab"
@@ -59,6 +62,15 @@ CANONICAL = [
     "INTELLIGENCE_WORKFLOW_STEP_COMPLETED",
     "INTELLIGENCE_WORKFLOW_COMPLETED",
     "INTELLIGENCE_WORKFLOW_FAILED",
+    "ACTION",
+    "STAMP_VALIDATED",
+    "STAMP_BATCH_PROCESSED",
+    "CODE_ANALYSIS_COMPLETED",
+    "CODE_ANALYSIS_FAILED",
+    "FSM_INDEXED",
+    "FSM_COMPLETED",
+    "FSM_STORED",
+    "FSM_FAILED",
 ]
 
 ALIASES = [
@@ -113,6 +125,16 @@ ALIASES = [
     ("Node-Introspection", "NODE_INTROSPECTION"),
     ("  hash_generated\n", "HASH_GENERATED"),
     ("aggregation.Completed", "AGGREGATION_COMPLETED"),
+    # the producers' own names (/work/shared/design/producers.md)
+    ("FSM_STATE_CHANGED", "FSM_STATE_TRANSITION"),
+    ("metadata.stamp.validated", "STAMP_VALIDATED"),
+    ("metadata.batch.processed", "STAMP_BATCH_PROCESSED"),
+    ("metadata-batch-processed.v1", "STAMP_BATCH_PROCESSED"),
+    (
+        "omninode.intelligence.event.code_analysis_completed.v1",
+        "CODE_ANALYSIS_COMPLETED",
+    ),
+    ("omninode.intelligence.event.code_analysis_failed.v1", "CODE_ANALYSIS_FAILED"),
 ]
 
 WIRE_FIELDS = {
@@ -200,6 +222,293 @@ def test_unknown_type_is_kept_folded(raw: str, folded: str) -> None:
     event = decode(encode(minimal(event_type=raw)), max_bytes=MAX_BYTES)
     assert event.event_type == folded
     assert event.known_type is None
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("stamp_workflow_started", "stamp_workflow_started"),
+        ("FSM_STATE_CHANGED", "FSM_STATE_CHANGED"),
+        ("registry-request-introspection", "registry-request-introspection"),
+        ("metadata.batch.processed", "metadata.batch.processed"),
+        ("audit.recorded", "audit.recorded"),
+        (" NODE_HEARTBEAT", " NODE_HEARTBEAT"),
+        ("WORKFLOW_STARTED", None),
+        ("FSM_INDEXED", None),
+        ("AUDIT_RECORDED", None),
+    ],
+)
+def test_the_type_as_sent_is_kept_when_it_is_not_the_stored_name(
+    sent: str, kept: str | None
+) -> None:
+    event = decode(encode(minimal(event_type=sent)), max_bytes=MAX_BYTES)
+    assert event.original_event_type == kept
+    assert normalize_event_type(sent) == event.event_type
+
+
+def test_a_refinement_by_topic_keeps_the_type_as_sent() -> None:
+    sent = decode(encode(minimal(event_type="WORKFLOW_STARTED")), max_bytes=MAX_BYTES)
+    refined = resolve(sent, "dev.archon-intelligence.workflow.events.v1")
+    assert refined.event_type == "INTELLIGENCE_WORKFLOW_STARTED"
+    assert refined.original_event_type == "WORKFLOW_STARTED"
+    alias = decode(encode(minimal(event_type="workflow.started")), max_bytes=MAX_BYTES)
+    assert resolve(alias, "dev.archon-intelligence.x.v1").original_event_type == (
+        "workflow.started"
+    )
+
+
+def test_the_type_as_sent_is_derived_never_read_from_the_wire() -> None:
+    event = decode(
+        encode(minimal(event_type="WORKFLOW_STARTED", original_event_type="spoof")),
+        max_bytes=MAX_BYTES,
+    )
+    assert event.original_event_type is None
+    assert event.extra == {"original_event_type": "spoof"}
+
+
+# --- what the producers send (/work/shared/design/producers.md) --------------------------------
+
+
+def producer_bytes(wire: dict[str, Any]) -> bytes:
+    """The value as the producers encode it: Python's json with its default settings."""
+    return json.dumps(wire).encode()
+
+
+def logged_metadata(envelope: Envelope, topic: str) -> dict[str, Any]:
+    return metadata_of(Event(resolve(envelope, topic), topic, 0, 7))
+
+
+def bridge_wire(event_type: str, payload: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """ModelOnexEnvelopeV1.model_dump(mode="json"), its fields in declaration order."""
+    wire: dict[str, Any] = {
+        "envelope_version": "1.0",
+        "event_id": EVENT_ID,
+        "event_type": event_type,
+        "event_version": "1.0",
+        "event_timestamp": "2025-11-13T09:00:07.522135+00:00",
+        "source_node_id": "orchestrator-1",
+        "source_service": "omninode-bridge",
+        "source_version": "1.0.0",
+        "source_instance": None,
+        "correlation_id": CORRELATION_ID,
+        "causation_id": None,
+        "environment": "development",
+        "region": None,
+        "partition_key": None,
+        "payload": payload,
+        "metadata": {},
+    }
+    wire.update(fields)
+    return wire
+
+
+def test_the_bridge_envelope() -> None:
+    wire = bridge_wire(
+        "ACTION",
+        {"correlation_id": CORRELATION_ID, "action_type": "ORCHESTRATE_WORKFLOW"},
+        metadata={"action_type": "ORCHESTRATE_WORKFLOW", "namespace": "dev"},
+    )
+    event = decode(producer_bytes(wire), max_bytes=MAX_BYTES)
+    assert event.event_timestamp == datetime(2025, 11, 13, 9, 0, 7, 522135, tzinfo=UTC)
+    assert event.correlation_id == uuid.UUID(CORRELATION_ID)
+    assert event.extra == {}
+    assert event.known_type is EventType.ACTION
+    meta = logged_metadata(event, "dev.omninode_bridge.onex.evt.action.v1")
+    assert meta["namespace"] == "dev"
+    assert meta["source_service"] == "omninode-bridge"
+    assert "original_event_type" not in meta
+
+
+def test_the_registry_rebroadcast_is_its_canonical_type() -> None:
+    wire = bridge_wire(
+        "registry-request-introspection",
+        {
+            "registry_id": "registry-1a2b3c4d",
+            "request_timestamp": "2025-11-13T09:00:07.522135+00:00",
+            "reason": "startup_rebroadcast",
+            "target_node_types": None,
+            "response_timeout_ms": 5000,
+            "metadata": {},
+            "correlation_id": None,
+        },
+        source_node_id="registry-1a2b3c4d",
+        metadata={
+            "event_category": "registry_management",
+            "node_type": "effect",
+            "registry_id": "registry-1a2b3c4d",
+        },
+    )
+    event = decode(producer_bytes(wire), max_bytes=MAX_BYTES)
+    assert event.known_type is EventType.REGISTRY_REQUEST_INTROSPECTION
+    meta = logged_metadata(event, "dev.omninode_bridge.onex.evt.registry-request-introspection.v1")
+    assert meta["original_event_type"] == "registry-request-introspection"
+
+
+@pytest.mark.parametrize(
+    ("sent", "canonical", "payload"),
+    [
+        (
+            "metadata.stamp.validated",
+            EventType.STAMP_VALIDATED,
+            {
+                "file_hash": "ab" * 32,
+                "validation_result": True,
+                "validation_time_ms": 1.25,
+                "hash_algorithm": "BLAKE3",
+                "validated_at": "2025-11-13T09:00:07.522135+00:00",
+            },
+        ),
+        (
+            "metadata.batch.processed",
+            EventType.STAMP_BATCH_PROCESSED,
+            {
+                "batch_id": "batch-7",
+                "total_files": 3,
+                "successful_files": 3,
+                "failed_files": 0,
+                "success_rate": 1.0,
+                "total_processing_time_ms": 12.5,
+                "average_processing_time_ms": 4.1666,
+                "processed_at": "2025-11-13T09:00:07.522135+00:00",
+            },
+        ),
+    ],
+)
+def test_the_stamping_services_envelope(
+    sent: str, canonical: EventType, payload: dict[str, Any]
+) -> None:
+    wire = {
+        "envelope_version": "1.0",
+        "event_id": EVENT_ID,
+        "event_type": sent,
+        "event_version": "1.0",
+        "timestamp": "2025-11-13T09:00:07+00:00",
+        "correlation_id": None,
+        "causation_id": None,
+        "source_service": "metadata-stamping-service",
+        "source_version": "0.1.0",
+        "source_instance": "metadata-stamping-4242",
+        "source_node": None,
+        "environment": "development",
+        "region": None,
+        "partition_key": "ab" * 32,
+        "security_context": {
+            "actor_id": "system",
+            "session_id": "system",
+            "security_level": "standard",
+            "hmac_signature": None,
+            "signing_key_id": None,
+        },
+        "payload": payload,
+        "metadata": {},
+    }
+    event = decode(producer_bytes(wire), max_bytes=MAX_BYTES)
+    assert event.known_type is canonical
+    assert event.event_timestamp == datetime(2025, 11, 13, 9, 0, 7, tzinfo=UTC)
+    assert event.extra == {"source_node": None, "security_context": wire["security_context"]}
+    slug = sent.replace(".", "-")
+    meta = logged_metadata(event, f"dev.omninode-bridge.metadata.{slug}.v1")
+    assert meta["original_event_type"] == sent
+    assert event.payload == payload
+
+
+def intelligence_fsm_wire(event_type: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """kafka_event_effect's envelope: a float epoch timestamp, a nested source, no metadata."""
+    return {
+        "event_id": EVENT_ID,
+        "event_type": event_type,
+        "correlation_id": CORRELATION_ID,
+        "timestamp": 1763024416.7902794,
+        "version": "1.0.0",
+        "source": {
+            "service": "omniintelligence",
+            "node_type": "kafka_event_effect",
+            "node_id": "effect-1",
+        },
+        "payload": payload,
+    }
+
+
+@pytest.mark.parametrize(
+    ("sent", "canonical", "topic"),
+    [
+        ("FSM_STATE_CHANGED", EventType.FSM_STATE_TRANSITION, "fsm.state.changed.v1"),
+        ("FSM_INDEXED", EventType.FSM_INDEXED, "ingestion.completed.v1"),
+        ("FSM_COMPLETED", EventType.FSM_COMPLETED, "pattern_learning.completed.v1"),
+        ("FSM_STORED", EventType.FSM_STORED, "quality_assessment.completed.v1"),
+        ("FSM_FAILED", EventType.FSM_FAILED, "pattern_learning.failed.v1"),
+    ],
+)
+def test_the_intelligence_fsm_envelope(sent: str, canonical: EventType, topic: str) -> None:
+    payload = {
+        "fsm_type": "PATTERN_LEARNING",
+        "entity_id": "doc_005_d8dbc7",
+        "previous_state": "TRACEABILITY",
+        "current_state": "COMPLETED",
+    }
+    event = decode(producer_bytes(intelligence_fsm_wire(sent, payload)), max_bytes=MAX_BYTES)
+    assert event.known_type is canonical
+    # time.time()'s float: seconds since the epoch, to the microsecond.
+    assert event.event_timestamp == datetime(2025, 11, 13, 9, 0, 16, 790279, tzinfo=UTC)
+    assert event.metadata == {}
+    meta = logged_metadata(event, f"dev.archon-intelligence.{topic}")
+    assert meta["envelope_extra"] == {
+        "version": "1.0.0",
+        "source": {
+            "service": "omniintelligence",
+            "node_type": "kafka_event_effect",
+            "node_id": "effect-1",
+        },
+    }
+    assert meta.get("original_event_type") == (None if sent == canonical else sent)
+
+
+@pytest.mark.parametrize("outcome", ["completed", "failed"])
+def test_the_intelligence_adapters_envelope(outcome: str) -> None:
+    sent = f"omninode.intelligence.event.code_analysis_{outcome}.v1"
+    wire = {
+        "event_id": EVENT_ID,
+        "event_type": sent,
+        "correlation_id": CORRELATION_ID,
+        "causation_id": "9c5e0d7a-1b2c-4d3e-8f4a-5b6c7d8e9f00",
+        "timestamp": "2025-11-13T09:00:07.522135+00:00",
+        "version": "1.0.0",
+        "source": {
+            "service": "archon-intelligence",
+            "instance_id": "intelligence-adapter-1a2b3c4d",
+            "hostname": None,
+        },
+        "metadata": None,
+        "payload": {"source_path": "src/a.py", "processing_time_ms": 12.345678},
+    }
+    event = decode(producer_bytes(wire), max_bytes=MAX_BYTES)
+    assert event.event_type == f"CODE_ANALYSIS_{outcome.upper()}"
+    assert event.known_type is not None
+    topic = f"dev.archon-intelligence.intelligence.code-analysis-{outcome}.v1"
+    meta = logged_metadata(event, topic)
+    assert meta["original_event_type"] == sent
+    assert meta["causation_id"] == "9c5e0d7a-1b2c-4d3e-8f4a-5b6c7d8e9f00"
+    assert meta["envelope_extra"]["source"]["instance_id"] == "intelligence-adapter-1a2b3c4d"
+
+
+@pytest.mark.parametrize("text", ["doc_005_d8dbc7", "registry-1a2b3c4d", "metadata-stamping-1"])
+def test_a_non_uuid_correlation_is_a_stable_uuid_and_its_text_is_logged(text: str) -> None:
+    wire = intelligence_fsm_wire("FSM_STATE_CHANGED", {})
+    wire["correlation_id"] = text
+    wire["session_id"] = f"session-{text}"
+    event = decode(producer_bytes(wire), max_bytes=MAX_BYTES)
+    assert event.correlation_id == uuid.uuid5(FOREIGN_ID_NAMESPACE, text)
+    assert event.session_id == uuid.uuid5(FOREIGN_ID_NAMESPACE, f"session-{text}")
+    meta = logged_metadata(event, "dev.archon-intelligence.fsm.state.changed.v1")
+    assert meta["original_correlation_id"] == text
+    assert meta["original_session_id"] == f"session-{text}"
+    # A UUID is stored as sent: nothing to keep.
+    uuid_event = decode(
+        producer_bytes(intelligence_fsm_wire("FSM_INDEXED", {})), max_bytes=MAX_BYTES
+    )
+    assert "original_correlation_id" not in logged_metadata(
+        uuid_event, "dev.archon-intelligence.x.v1"
+    )
 
 
 # --- valid envelopes ----------------------------------------------------------------------------
@@ -860,6 +1169,7 @@ def valid_envelopes(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
     )
     wire.update(extra)
     expected["extra"] = extra
+    expected["original_event_type"] = sent_type if sent_type != expected_type else None
     return wire, expected
 
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from consumer.kafka import without_dlq
 from consumer.settings import DEFAULT_TOPIC_PATTERN, Settings, redact_url
+from handlers.registry import is_intelligence_topic
 
 
 @pytest.fixture(autouse=True)
@@ -56,24 +58,76 @@ def test_bad_values_are_clear_errors(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings()
 
 
+# Every topic name the producers publish to (/work/shared/design/producers.md), and what the
+# default subscription must leave alone.
+PRODUCER_TOPICS = [
+    # the bridge's nodes, in the dev configuration
+    "dev.omninode_bridge.onex.evt.stamp-workflow-started.v1",
+    "dev.omninode_bridge.onex.evt.workflow-state-transition.v1",
+    "dev.omninode_bridge.onex.evt.action.v1",
+    "dev.omninode_bridge.onex.evt.node-introspection.v1",
+    "dev.omninode_bridge.onex.evt.node-heartbeat.v1",
+    "dev.omninode_bridge.onex.evt.registry-request-introspection.v1",
+    "prod.omninode_bridge.onex.evt.node-heartbeat.v12",
+    # the orchestrator's and the reducer's shipped namespaces, with dots
+    "omninode.bridge.omninode_bridge.onex.evt.stamp-workflow-completed.v1",
+    "omninode.bridge.omninode_bridge.onex.evt.blake3-hash-generated.v1",
+    "omninode.bridge.reducer.omninode_bridge.onex.evt.batch-processed.v1",
+    "omninode.bridge.reducer.omninode_bridge.onex.evt.aggregation-completed.v1",
+    # the metadata-stamping service
+    "dev.omninode-bridge.metadata.metadata-stamp-created.v1",
+    "dev.omninode-bridge.metadata.metadata-stamp-validated.v1",
+    "dev.omninode-bridge.metadata.metadata-batch-processed.v1",
+    # the intelligence prefix: the reducer FSMs' effect and the intelligence adapter
+    "dev.archon-intelligence.fsm.state.changed.v1",
+    "dev.archon-intelligence.lease.acquired.v2",
+    "dev.archon-intelligence.pattern_learning.completed.v1",
+    "dev.archon-intelligence.ingestion.failed.v1",
+    "dev.archon-intelligence.intelligence.code-analysis-completed.v1",
+    "dev.archon-intelligence.intelligence.code-analysis-failed.v1",
+]
+NOT_SUBSCRIBED = [
+    *(f"{topic}.dlq" for topic in PRODUCER_TOPICS),
+    "dev.omninode_bridge.onex.cmd.stamp-request.v1",
+    "omninode.bridge.omninode_bridge.onex.cmd.stamp-request.v1",
+    "dev.other_tenant.onex.evt.thing.v1",
+    "dev.omninode-bridge.other.metadata-stamp-created.v1",
+    "dev.omninode_bridge.onex.evt.stamp-workflow-started",
+    "omninode_bridge.onex.evt.stamp-workflow-started.v1",
+    "archon-intelligence.fsm.state.changed.v1",
+    "__consumer_offsets",
+]
+
+
 @pytest.mark.parametrize(
     ("topic", "matches"),
-    [
-        ("dev.omninode_bridge.onex.evt.stamp-workflow-started.v1", True),
-        ("prod.omninode_bridge.onex.evt.node-heartbeat.v12", True),
-        ("dev.archon-intelligence.fsm.state.changed.v1", True),
-        ("dev.archon-intelligence.lease.acquired.v2", True),
-        ("dev.omninode_bridge.onex.evt.stamp-workflow-started.v1.dlq", False),
-        ("dev.archon-intelligence.fsm.state.changed.v1.dlq", False),
-        ("dev.omninode_bridge.onex.cmd.stamp-request.v1", False),
-        ("dev.other_tenant.onex.evt.thing.v1", False),
-        ("__consumer_offsets", False),
-    ],
+    [(t, True) for t in PRODUCER_TOPICS] + [(t, False) for t in NOT_SUBSCRIBED],
 )
 def test_default_pattern_matches_the_contract(topic: str, matches: bool) -> None:
     import re
 
     assert bool(re.match(DEFAULT_TOPIC_PATTERN, topic)) is matches
+    # What the consumer subscribes with: the pattern, unable to match a dead-letter topic.
+    assert bool(re.fullmatch(without_dlq(DEFAULT_TOPIC_PATTERN), topic)) is matches
+
+
+@pytest.mark.parametrize(
+    ("topic", "intelligence"),
+    [
+        ("dev.archon-intelligence.fsm.state.changed.v1", True),
+        ("dev.archon-intelligence.intelligence.code-analysis-completed.v1", True),
+        ("omninode.bridge.archon-intelligence.workflow.events.v1", True),
+        ("prod.eu.archon-intelligence.pattern_learning.completed.v1", True),
+        ("dev.omninode_bridge.onex.evt.stamp-workflow-started.v1", False),
+        ("omninode.bridge.reducer.omninode_bridge.onex.evt.batch-processed.v1", False),
+        ("dev.omninode-bridge.metadata.metadata-stamp-created.v1", False),
+        # a bridge topic whose slug is the intelligence prefix's name
+        ("dev.omninode_bridge.onex.evt.archon-intelligence.v1", False),
+        ("archon-intelligence.fsm.state.changed.v1", False),
+    ],
+)
+def test_an_intelligence_topic_under_any_namespace(topic: str, intelligence: bool) -> None:
+    assert is_intelligence_topic(topic) is intelligence
 
 
 def test_a_static_member_gets_a_session_timeout_that_outlives_a_restart(

@@ -10,6 +10,7 @@ payload builders, its row readers and the queries of its snapshot.
 from __future__ import annotations
 
 import itertools
+import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+from aiokafka.structs import ConsumerRecord, TopicPartition
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
@@ -72,6 +74,89 @@ class EventMaker:
             wire["session_id"] = str(session_id)
         envelope = Envelope.from_wire(wire)
         return Event(envelope, self.topic(event_type, envelope), 0, offset)
+
+
+def bridge_envelope(
+    event_type: str,
+    payload: dict[str, Any],
+    *,
+    when: datetime,
+    source_node_id: str,
+    correlation_id: str | None,
+    partition_key: str | None,
+    metadata: dict[str, Any],
+    source_instance: str | None = None,
+) -> dict[str, Any]:
+    """The bridge's ModelOnexEnvelopeV1 as ``model_dump(mode="json")`` gives it, fields in
+    declaration order (/work/shared/design/producers.md, section 1)."""
+    return {
+        "envelope_version": "1.0",
+        "event_id": str(uuid.uuid4()),
+        "event_type": event_type,
+        "event_version": "1.0",
+        "event_timestamp": when.isoformat(),
+        "source_node_id": source_node_id,
+        "source_service": "omninode-bridge",
+        "source_version": "1.0.0",
+        "source_instance": source_instance,
+        "correlation_id": correlation_id,
+        "causation_id": None,
+        "environment": "development",
+        "region": None,
+        "partition_key": partition_key,
+        "payload": payload,
+        "metadata": metadata,
+    }
+
+
+def node_record(
+    event_type: str,
+    data: dict[str, Any],
+    *,
+    node_type: str,
+    category: str,
+    namespace: str,
+    entity: tuple[str, uuid.UUID],
+    when: datetime,
+) -> dict[str, Any]:
+    """A record of the bridge's orchestrator or reducer (producers.md, section 1): the payload
+    is the event's data after the entity's id, then node_id and published_at; the correlation
+    id, and so the key, is that id (``entity``: its payload name and value)."""
+    node = f"{node_type}-1"
+    name, entity_id = entity
+    at = when.isoformat()
+    return bridge_envelope(
+        event_type,
+        {name: str(entity_id), **data, "timestamp": at, "node_id": node, "published_at": at},
+        when=when,
+        source_node_id=node,
+        correlation_id=str(entity_id),
+        partition_key=str(entity_id),
+        metadata={
+            "event_category": category,
+            "node_type": node_type,
+            "namespace": namespace,
+            "consul_service_id": f"omninode-bridge-{node_type}-{node}",
+        },
+    )
+
+
+def as_produced(
+    sent: Sequence[tuple[str, dict[str, Any]]], *, keep_unknown: bool = False
+) -> list[Event]:
+    """Events read as the consumer reads them: each (topic, wire envelope) encoded the way the
+    producers encode it (Python's json, default settings), decoded and refined by topic by
+    the consumer's own code, at offsets 0, 1, ... of partition 0 of its topic. With
+    ``keep_unknown`` False (OMNISINK_UNKNOWN_EVENTS=dlq) nothing may be refused."""
+    records: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
+    for offset, (topic, wire) in enumerate(sent):
+        value = json.dumps(wire).encode()
+        records.setdefault(TopicPartition(topic, 0), []).append(
+            ConsumerRecord(topic, 0, offset, 0, 0, None, value, None, 0, len(value), [])
+        )
+    decoded = batch.Batch.decode(records, max_bytes=1 << 20, keep_unknown=keep_unknown)
+    assert decoded.refused == [], [d.message for d in decoded.refused]
+    return sorted(decoded.events, key=lambda e: e.offset)
 
 
 async def write_batch(

@@ -175,6 +175,111 @@ async def test_aggregation_failed_keeps_the_error_in_state_data(db: asyncpg.Conn
     assert got["state_data"] == {"error": "disk full", "error_type": "IOError"}
 
 
+def reducer_wire(event_type: str, aggregation: uuid.UUID, seconds: float, **data: Any) -> Any:
+    """NodeBridgeReducer's record: the correlation id (and key) is the aggregation id."""
+    return support.node_record(
+        event_type,
+        data,
+        node_type="reducer",
+        category="metadata_aggregation",
+        namespace="omninode.bridge.reducer",
+        entity=("aggregation_id", aggregation),
+        when=at(seconds),
+    )
+
+
+REDUCER_TOPIC = "omninode.bridge.reducer.omninode_bridge.onex.evt.{}.v1"
+
+
+async def test_the_reducers_events_fill_duration_and_throughput(db: asyncpg.Connection) -> None:
+    sent = [
+        reducer_wire(
+            "aggregation_started",
+            AGG,
+            1,
+            aggregation_type="namespace_grouping",
+            batch_size=100,
+            window_size_ms=5000,
+        ),
+        reducer_wire(
+            "batch_processed", AGG, 2, batch_number=1, batch_size=100, total_items_processed=100
+        ),
+        reducer_wire("state_persisted", AGG, 3, namespaces_count=2, workflows_count=40),
+        reducer_wire(
+            "aggregation_completed",
+            AGG,
+            4,
+            total_items=100,
+            batches_processed=1,
+            total_size_bytes=52428,
+            duration_ms=1234.5678,
+            items_per_second=81.00531,
+            namespaces_count=2,
+        ),
+    ]
+    slugs = ["aggregation-started", "batch-processed", "state-persisted", "aggregation-completed"]
+    events = support.as_produced(
+        [(REDUCER_TOPIC.format(slug), wire) for slug, wire in zip(slugs, sent, strict=True)]
+    )
+    # The completion first: the columns are the same in any order.
+    await write(db, events[3:])
+    await write(db, events[:3])
+    got = await row(db)
+    assert got["state"] == "COMPLETED"
+    assert got["aggregation_duration_ms"] == 1235
+    assert got["items_per_second"] == Decimal("81.01")
+    assert got["total_size_bytes"] == 52428
+    assert got["aggregation_type"] == "namespace_grouping"
+    # duration_ms went to its column; the rest of the completion's facts are state_data.
+    assert got["state_data"] == {
+        "total_items": 100,
+        "batches_processed": 1,
+        "namespaces_count": 2,
+        "timestamp": at(4).isoformat(),
+        "node_id": "reducer-1",
+        "published_at": at(4).isoformat(),
+    }
+    assert (got["created_at"], got["updated_at"]) == (at(1), at(4))
+
+
+async def test_a_failed_aggregations_duration_is_its_duration(db: asyncpg.Connection) -> None:
+    failing = uuid.uuid4()
+    [event] = support.as_produced(
+        [
+            (
+                REDUCER_TOPIC.format("aggregation-failed"),
+                reducer_wire(
+                    "aggregation_failed",
+                    failing,
+                    5,
+                    error_type="DatabaseError",
+                    error_message="store unavailable",
+                    duration_ms=310.5,
+                    aggregation_type="namespace_grouping",
+                ),
+            )
+        ]
+    )
+    await write(db, [event])
+    got = await row(db, failing)
+    assert got["state"] == "FAILED"
+    assert got["aggregation_duration_ms"] == 311
+    assert "duration_ms" not in got["state_data"]
+    assert got["state_data"]["error_message"] == "store unavailable"
+
+
+async def test_duration_ms_of_other_types_is_only_state_data(db: asyncpg.Connection) -> None:
+    await write(db, [agg("BATCH_PROCESSED", seconds=1, duration_ms=-3)])
+    got = await row(db)
+    assert got["aggregation_duration_ms"] is None
+    assert got["state_data"] == {"duration_ms": -3}
+    both = agg("AGGREGATION_COMPLETED", seconds=2, aggregation_duration_ms=7, duration_ms=9)
+    await write(db, [both])
+    got = await row(db)
+    assert got["aggregation_duration_ms"] == 7
+    assert got["state_data"] == {"duration_ms": 9}
+
+
 async def test_batch_processed_and_state_persisted_keep_the_state(db: asyncpg.Connection) -> None:
     await write(db, [agg("AGGREGATION_STARTED", seconds=1)])
     await write(
@@ -286,6 +391,8 @@ async def test_schema_rejects(db: asyncpg.Connection) -> None:
             "AGGREGATION_COMPLETED",
             {**key, "aggregation_duration_ms": -1},
         ),
+        "duration_ms": ("AGGREGATION_FAILED", {**key, "duration_ms": -1}),
+        "duration_ms ": ("AGGREGATION_COMPLETED", {**key, "duration_ms": "slow"}),
         "namespace": ("AGGREGATION_STARTED", {**key, "namespace": "n" * 256}),
         "aggregation_type": ("AGGREGATION_STARTED", {**key, "aggregation_type": "t" * 51}),
         "state": ("STATE_PERSISTED", {**key, "state": "s" * 51}),

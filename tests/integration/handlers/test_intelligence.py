@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from consumer.store import batch
+from handlers import registry
 from handlers.base import Event
 from handlers.envelope import FOREIGN_ID_NAMESPACE, Envelope
 from handlers.intelligence_fsm import FSM_DEFINITIONS, INTELLIGENCE_FSM
@@ -553,6 +554,208 @@ async def test_lease_placeholder_then_transition(db: asyncpg.Connection) -> None
     assert "omnisink_lease" not in metadata
     [h] = await history(db, "PATTERN_LEARNING", "p")
     assert "omnisink_lease" not in js(h["metadata"])
+
+
+# --- what the intelligence producers really send (/work/shared/design/producers.md) -----------
+
+
+def effect_wire(
+    event_type: str, payload: dict[str, Any], *, seconds: float, correlation_id: str
+) -> dict[str, Any]:
+    """kafka_event_effect's envelope: time.time() as a float, a nested source, no metadata."""
+    return {
+        "event_id": str(uuid.uuid4()),
+        "event_type": event_type,
+        "correlation_id": correlation_id,
+        "timestamp": at(seconds).timestamp(),
+        "version": "1.0.0",
+        "source": {
+            "service": "omniintelligence",
+            "node_type": "kafka_event_effect",
+            "node_id": "kafka-event-effect-1",
+        },
+        "payload": payload,
+    }
+
+
+def state_changed(
+    entity_id: str, previous: str, action: str, current: str, *, seconds: float
+) -> dict[str, Any]:
+    """The declared fsm.state.changed.v1 record of one transition (no from_state / to_state)."""
+    return effect_wire(
+        "FSM_STATE_CHANGED",
+        {
+            "fsm_type": "PATTERN_LEARNING",
+            "entity_id": entity_id,
+            "previous_state": previous,
+            "current_state": current,
+            "action": action,
+            "transition_timestamp": at(seconds).isoformat(),
+            "pattern_count": 3,
+        },
+        seconds=seconds,
+        correlation_id=str(uuid.uuid4()),
+    )
+
+
+CHANGED_TOPIC = "dev.archon-intelligence.fsm.state.changed.v1"
+
+
+async def test_the_reducers_state_changed_records_are_transitions(db: asyncpg.Connection) -> None:
+    walk = [
+        state_changed("doc_005_d8dbc7", "FOUNDATION", "ADVANCE_TO_MATCHING", "MATCHING", seconds=1),
+        state_changed(
+            "doc_005_d8dbc7", "MATCHING", "ADVANCE_TO_VALIDATION", "VALIDATION", seconds=3
+        ),
+    ]
+    # The later transition first: the reducer's records are order-tolerant like any other.
+    events = support.as_produced([(CHANGED_TOPIC, walk[1]), (CHANGED_TOPIC, walk[0])])
+    assert {e.event_type for e in events} == {"FSM_STATE_TRANSITION"}
+    for event in events:
+        await write(db, event)
+    row = await fsm_row(db, "PATTERN_LEARNING", "doc_005_d8dbc7")
+    assert (row["previous_state"], row["current_state"]) == ("MATCHING", "VALIDATION")
+    assert row["transition_timestamp"] == at(3)
+    assert js(row["metadata"]) == {
+        "last_action": "ADVANCE_TO_VALIDATION",
+        "correlation_id": walk[1]["correlation_id"],
+    }
+    first, second = await history(db, "PATTERN_LEARNING", "doc_005_d8dbc7")
+    assert (first["from_state"], first["to_state"], first["action"]) == (
+        "FOUNDATION",
+        "MATCHING",
+        "ADVANCE_TO_MATCHING",
+    )
+    assert first["transitioned_at"] == at(1)
+    assert (second["from_state"], second["to_state"]) == ("MATCHING", "VALIDATION")
+    assert second["duration_ms"] == pytest.approx(2000)
+    logged = await db.fetchrow("SELECT * FROM event_logs WHERE id = $1", events[0].event_id)
+    assert logged["event_type"] == "FSM_STATE_TRANSITION"
+    metadata = js(logged["metadata"])
+    assert metadata["original_event_type"] == "FSM_STATE_CHANGED"
+    assert metadata["envelope_extra"]["source"]["node_type"] == "kafka_event_effect"
+
+
+async def test_a_state_changed_record_outside_its_fsm_is_an_invalid_transition(
+    db: asyncpg.Connection,
+) -> None:
+    [event] = support.as_produced(
+        [
+            (
+                CHANGED_TOPIC,
+                state_changed("d", "FOUNDATION", "COMPLETE_LEARNING", "COMPLETED", seconds=1),
+            )
+        ]
+    )
+    result = await write(db, event)
+    [(_, reject)] = result.rejected
+    assert reject.kind == "invalid_transition"
+    assert "FOUNDATION -COMPLETE_LEARNING-> COMPLETED" in reject.message
+    assert await count(db, "intelligence.fsm_state") == 0
+
+
+def adapter_wire(outcome: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The intelligence adapter's EventPublisher envelope: ISO time, metadata null."""
+    return {
+        "event_id": str(uuid.uuid4()),
+        "event_type": f"omninode.intelligence.event.code_analysis_{outcome}.v1",
+        "correlation_id": str(uuid.uuid4()),
+        "causation_id": str(uuid.uuid4()),
+        "timestamp": at(9).isoformat(),
+        "version": "1.0.0",
+        "source": {
+            "service": "archon-intelligence",
+            "instance_id": "intelligence-adapter-0a1b2c3d",
+            "hostname": None,
+        },
+        "metadata": None,
+        "payload": payload,
+    }
+
+
+async def test_fsm_intents_and_code_analysis_results_are_logged_under_their_names(
+    db: asyncpg.Connection,
+) -> None:
+    def intent(fsm_type: str, entity_id: str, previous: str, current: str) -> dict[str, Any]:
+        return effect_wire(
+            f"FSM_{current}",
+            {
+                "fsm_type": fsm_type,
+                "entity_id": entity_id,
+                "previous_state": previous,
+                "current_state": current,
+                "quality_score": 0.92,
+            },
+            seconds=5,
+            correlation_id=str(uuid.uuid4()),
+        )
+
+    completed = {
+        "source_path": "src/app.py",
+        "quality_score": 0.87,
+        "onex_compliance": 0.9,
+        "issues_count": 2,
+        "recommendations_count": 1,
+        "processing_time_ms": 123.45678,
+        "operation_type": "COMPREHENSIVE_ANALYSIS",
+        "complexity_score": 0.4,
+        "maintainability_score": 0.8,
+        "results_summary": {"issues": 2},
+        "cache_hit": False,
+    }
+    failed = {
+        "operation_type": "COMPREHENSIVE_ANALYSIS",
+        "source_path": "src/app.rs",
+        "error_message": "language not supported",
+        "error_code": "UNSUPPORTED_LANGUAGE",
+        "retry_allowed": True,
+        "retry_count": 0,
+        "processing_time_ms": 2.5,
+        "error_details": {"error": "language not supported"},
+        "suggested_action": "Check the file's language.",
+    }
+    prefix = "dev.archon-intelligence"
+    sent = [
+        (f"{prefix}.ingestion.completed.v1", intent("INGESTION", "d1", "PROCESSING", "INDEXED")),
+        (
+            f"{prefix}.pattern_learning.completed.v1",
+            intent("PATTERN_LEARNING", "d2", "TRACEABILITY", "COMPLETED"),
+        ),
+        (
+            f"{prefix}.quality_assessment.completed.v1",
+            intent("QUALITY_ASSESSMENT", "d3", "SCORED", "STORED"),
+        ),
+        (f"{prefix}.ingestion.failed.v1", intent("INGESTION", "d4", "RECEIVED", "FAILED")),
+        (f"{prefix}.intelligence.code-analysis-completed.v1", adapter_wire("completed", completed)),
+        (f"{prefix}.intelligence.code-analysis-failed.v1", adapter_wire("failed", failed)),
+    ]
+    # Known types: not dead-lettered even with OMNISINK_UNKNOWN_EVENTS=dlq.
+    events = support.as_produced(sent, keep_unknown=False)
+    assert [e.event_type for e in events] == [
+        "FSM_INDEXED",
+        "FSM_COMPLETED",
+        "FSM_STORED",
+        "FSM_FAILED",
+        "CODE_ANALYSIS_COMPLETED",
+        "CODE_ANALYSIS_FAILED",
+    ]
+    result = await support.write_batch(db, events, registry.HANDLERS)
+    assert result.new == events
+    assert not result.rejected
+    rows = await db.fetch("SELECT * FROM event_logs ORDER BY event_type")
+    assert len(rows) == len(events)
+    for row in rows:
+        metadata = js(row["metadata"])
+        expected = "omninode.intelligence.event.code_analysis_"
+        if row["event_type"].startswith("CODE_ANALYSIS"):
+            assert metadata["original_event_type"].startswith(expected)
+            assert "causation_id" in metadata
+        else:
+            assert "original_event_type" not in metadata
+    # The intents are the reducer's notice of a state it already sent: they write no FSM row.
+    assert await count(db, "intelligence.fsm_state") == 0
+    assert await count(db, "intelligence.fsm_state_history") == 0
+    assert await count(db, "intelligence.workflow_executions") == 0
 
 
 # --- intelligence workflows -------------------------------------------------------------------

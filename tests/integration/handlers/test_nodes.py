@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -257,6 +258,117 @@ async def test_version_object_and_endpoint_from_endpoints(db: asyncpg.Connection
         "1.2.3",
         "http://n:8080/health",
     )
+
+
+def bridge_wire(
+    event_type: str, node_id: str, payload: dict[str, Any], metadata: dict[str, Any], seconds: int
+) -> dict[str, Any]:
+    """The bridge helpers' introspection or heartbeat (producers.md, section 1): the node id is
+    the partition key and the source instance, no correlation id."""
+    return support.bridge_envelope(
+        event_type,
+        payload,
+        when=at(seconds),
+        source_node_id=node_id,
+        source_instance=node_id,
+        correlation_id=None,
+        partition_key=node_id,
+        metadata=metadata,
+    )
+
+
+async def test_the_bridges_introspection_and_heartbeat(db: asyncpg.Connection) -> None:
+    node_id = "metadata-stamping-1"
+    capabilities = {
+        "node_type": "reducer",
+        "supported_operations": ["aggregate_metadata"],
+        "resource_limits": {"cpu_cores": 2},
+        "fsm_states": ["IDLE", "AGGREGATING", "PERSISTING"],
+    }
+    introspected = bridge_wire(
+        "NODE_INTROSPECTION",
+        node_id,
+        {
+            "node_id": node_id,
+            "node_type": "reducer",
+            "node_role": "aggregator",
+            "capabilities": capabilities,
+            "endpoints": {"health": "http://reducer:8080/health"},
+            "metadata": {"version": "1.0.0", "environment": "development"},
+            "timestamp": at(1).isoformat(),
+            "correlation_id": None,
+            "network_id": "net-1",
+            "deployment_id": "dep-1",
+            "epoch": 1,
+        },
+        {
+            "node_type": "reducer",
+            "capabilities_count": 4,
+            "endpoints_count": 1,
+            "deployment_id": "dep-1",
+            "epoch": 1,
+        },
+        1,
+    )
+    beat = bridge_wire(
+        "NODE_HEARTBEAT",
+        node_id,
+        {
+            "node_id": node_id,
+            "node_type": "reducer",
+            "health_status": "degraded",
+            "uptime_seconds": 30,
+            "last_activity_timestamp": at(30).isoformat(),
+            "active_operations": 2,
+            "resource_usage": {"cpu_percent": 41.5},
+            "metadata": {},
+            "timestamp": at(31).isoformat(),
+            "correlation_id": None,
+        },
+        {"node_type": "reducer", "health_status": "degraded", "uptime_seconds": 30},
+        31,
+    )
+    topic = "dev.omninode_bridge.onex.evt.{}.v1"
+    events = support.as_produced(
+        [(topic.format("node-heartbeat"), beat), (topic.format("node-introspection"), introspected)]
+    )
+    result = await write(db, events)
+    assert not result.rejected
+    node = uuid.uuid5(FOREIGN_ID_NAMESPACE, node_id)
+    got = await row(db, node)
+    # No node_version field: the version is the payload's metadata.version.
+    assert got["node_version"] == "1.0.0"
+    assert got["node_type"] == "REDUCER"
+    assert got["endpoint_url"] == "http://reducer:8080/health"
+    assert got["health_status"] == "DEGRADED"
+    assert got["registered_at"] == at(1)
+    assert got["last_heartbeat"] == at(31)
+    assert got["metadata"]["capabilities"] == capabilities
+    assert got["metadata"]["metadata"] == {"version": "1.0.0", "environment": "development"}
+    assert got["metadata"]["last_heartbeat"]["active_operations"] == 2
+
+
+@pytest.mark.parametrize(
+    ("fields", "version"),
+    [
+        ({"node_version": "2.0.0", "metadata": {"version": "1.0.0"}}, "2.0.0"),
+        ({"metadata": {"version": {"major": 1, "minor": 4, "patch": 0}}}, "1.4.0"),
+        ({"metadata": {"version": "1.0.0-" + "9" * 20}}, "unknown"),
+        ({"metadata": {"version": ""}}, "unknown"),
+        ({"metadata": {"version": None}}, "unknown"),
+        ({"metadata": ["1.0.0"]}, "unknown"),
+        ({"metadata": {"environment": "dev"}}, "unknown"),
+    ],
+)
+async def test_the_version_in_metadata_fills_node_version_when_it_fits(
+    db: asyncpg.Connection, fields: dict[str, Any], version: str
+) -> None:
+    payload = {"node_id": str(NODE), "node_type": "effect", **fields}
+    result = await write(db, [make_event("NODE_INTROSPECTION", payload)])
+    assert not result.rejected
+    got = await row(db)
+    assert got["node_version"] == version
+    assert got["metadata"]["metadata"] == fields["metadata"]
 
 
 async def test_schema_rejects(db: asyncpg.Connection) -> None:

@@ -8,11 +8,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from consumer.store import batch
-from handlers.base import Event
+from handlers.base import Event, as_uuid
 from handlers.envelope import FOREIGN_ID_NAMESPACE, Envelope
 from handlers.workflows import WORKFLOWS
 from tests.integration.handlers import support
@@ -29,6 +30,7 @@ SLUGS = {
     "STATE_TRANSITION": "workflow-state-transition",
     "HASH_GENERATED": "blake3-hash-generated",
     "INTELLIGENCE_RECEIVED": "onextree-intelligence-received",
+    "ACTION": "action",
 }
 TABLES = "fsm_transitions, workflow_steps, workflow_executions, event_logs"
 
@@ -233,15 +235,18 @@ async def test_steps_write_one_row_per_step_and_count_completed(db: asyncpg.Conn
     assert validate["started_at"] == at(2)
     assert validate["completed_at"] == at(3)
     assert validate["execution_time_ms"] == 13
-    # Only a STEP_COMPLETED: no start time (not NOW()), stand-ins for what it did not say.
+    # Only a STEP_COMPLETED: no start time (not NOW()), stand-ins for what it did not say, and
+    # its rank by event time among the workflow's steps for the order it did not say.
     assert hashing["step_name"] == "hash_generation"
-    assert hashing["step_order"] == 0
+    assert hashing["step_order"] == 2
+    assert hashing["step_order_ranked"] is True
     assert hashing["started_at"] is None
     assert hashing["status"] == "COMPLETED"
     assert js(hashing["input_data"]) == {}
     assert stamp["status"] == "FAILED"
     assert stamp["step_name"] == "create_stamp"
     assert stamp["step_type"] == "unknown"
+    assert (stamp["step_order"], validate["step_order_ranked"]) == (3, False)
     assert js(stamp["output_data"]) == {"error": "disk full", "error_type": "OSError"}
     assert stamp["completed_at"] == at(5)
     assert (await workflow(db, wid))["workflow_steps_executed"] == 2
@@ -254,7 +259,7 @@ async def test_step_fields_are_filled_by_a_later_event_that_has_them(
     completed = make_event("STEP_COMPLETED", {"workflow_id": str(wid), "step_id": "s1"}, when=at(5))
     await write(db, completed)
     (row,) = await steps(db, wid)
-    assert (row["step_name"], row["step_type"], row["step_order"]) == ("s1", "unknown", 0)
+    assert (row["step_name"], row["step_type"], row["step_order"]) == ("s1", "unknown", 1)
     started = make_event(
         "STEP_STARTED",
         {
@@ -275,6 +280,208 @@ async def test_step_fields_are_filled_by_a_later_event_that_has_them(
     assert row["status"] == "COMPLETED"
     assert row["started_at"] == at(4)
     assert row["completed_at"] == at(5)
+
+
+async def test_unordered_steps_are_ranked_by_their_earliest_event(db: asyncpg.Connection) -> None:
+    wid = uuid.uuid4()
+
+    def step(kind: str, step_id: str, seconds: float, **fields: Any) -> Event:
+        payload = {"workflow_id": str(wid), "step_id": step_id, **fields}
+        return make_event(kind, payload, when=at(seconds))
+
+    await write(db, step("STEP_COMPLETED", "hash", 6), step("STEP_COMPLETED", "stamp", 9))
+    assert [(r["step_key"], r["step_order"]) for r in await steps(db, wid)] == [
+        ("hash", 1),
+        ("stamp", 2),
+    ]
+    # A step that happened earlier arrives late: its successors move up. The hash step's own
+    # start, earlier than its completion, is now its time.
+    await write(db, step("STEP_COMPLETED", "validate", 4), step("STEP_STARTED", "hash", 3))
+    assert [(r["step_key"], r["step_order"]) for r in await steps(db, wid)] == [
+        ("hash", 1),
+        ("stamp", 3),
+        ("validate", 2),
+    ]
+    # A producer's step_order (0 too) replaces the rank whenever it arrives; the ranks of the
+    # other steps still count every step.
+    await write(db, step("STEP_FAILED", "stamp", 10, step_order=0))
+    rows = {r["step_key"]: r for r in await steps(db, wid)}
+    assert {k: (r["step_order"], r["step_order_ranked"]) for k, r in rows.items()} == {
+        "hash": (1, True),
+        "stamp": (0, False),
+        "validate": (2, True),
+    }
+    assert (rows["hash"]["order_event_at"], rows["validate"]["order_event_at"]) == (at(3), at(4))
+    await write(db, step("STEP_COMPLETED", "stamp", 11, step_order=7))
+    assert (await steps(db, wid))[1]["step_order"] == 0  # the first real value holds
+
+
+async def test_an_orchestrated_workflow_as_the_orchestrator_sends_it(
+    db: asyncpg.Connection,
+) -> None:
+    """The legacy sequence of producers.md: lower-case states, steps without step_order."""
+    wid = uuid.uuid4()
+    file_hash = "c" * 64
+    sent = [
+        orchestrator_wire(
+            "workflow_state_transition", wid, 1, from_state="pending", to_state="processing"
+        ),
+        orchestrator_wire("stamp_workflow_started", wid, 2, state="processing", mode="legacy"),
+        orchestrator_wire(
+            "workflow_step_completed", wid, 3, step_type="validation", step_id="validate_input"
+        ),
+        orchestrator_wire(
+            "blake3_hash_generated", wid, 4, file_hash=file_hash, generation_time_ms=0.8731
+        ),
+        orchestrator_wire(
+            "workflow_step_completed",
+            wid,
+            5,
+            step_type="hash_generation",
+            step_id="hash_generation",
+        ),
+        orchestrator_wire(
+            "workflow_step_completed", wid, 6, step_type="stamp_creation", step_id="stamp_creation"
+        ),
+        orchestrator_wire(
+            "workflow_state_transition", wid, 7, from_state="processing", to_state="completed"
+        ),
+        orchestrator_wire(
+            "stamp_workflow_completed",
+            wid,
+            8,
+            stamp_id="stamp-1",
+            file_hash=file_hash,
+            namespace="omninode.services.metadata",
+        ),
+    ]
+    events = orchestrated(*sent)
+    # Newest first, one event a batch: the worst order.
+    for event in reversed(events):
+        assert not (await write(db, event)).rejected
+    row = await workflow(db, wid)
+    assert row["state"] == "COMPLETED"
+    assert (row["started_at"], row["completed_at"]) == (at(2), at(8))
+    assert row["correlation_id"] == wid
+    assert row["namespace"] == "omninode.services.metadata"
+    assert (row["file_hash"], row["hash_generation_time_ms"], row["stamp_id"]) == (
+        file_hash,
+        1,
+        "stamp-1",
+    )
+    assert row["workflow_steps_executed"] == 3
+    assert [(s["step_key"], s["step_type"], s["step_order"]) for s in await steps(db, wid)] == [
+        ("hash_generation", "hash_generation", 2),
+        ("stamp_creation", "stamp_creation", 3),
+        ("validate_input", "validation", 1),
+    ]
+    transitions = await db.fetch(
+        "SELECT from_state, to_state FROM fsm_transitions WHERE workflow_id = $1 "
+        "ORDER BY transition_at",
+        wid,
+    )
+    assert [tuple(t) for t in transitions] == [
+        ("PENDING", "PROCESSING"),
+        ("PROCESSING", "COMPLETED"),
+    ]
+
+
+def action_wire(
+    workflow_id: uuid.UUID,
+    seconds: float,
+    *,
+    content: str = "print('hello')",
+    namespace: str = "omninode.services.metadata",
+    action_type: str = "ORCHESTRATE_WORKFLOW",
+) -> dict[str, Any]:
+    """The orchestrator's ACTION of an event-driven workflow, as the EventBus sends it."""
+    wire = orchestrator_wire("ACTION", workflow_id, seconds)
+    wire["payload"] = {
+        "correlation_id": str(workflow_id),
+        "action_type": action_type,
+        "payload": {
+            "workflow_id": str(workflow_id),
+            "input_data": {"content": content, "file_path": "/repo/src/hello.py"},
+            "namespace": namespace,
+            "workflow_type": "metadata_stamping",
+        },
+        "timestamp": at(seconds).isoformat(),
+        "source_node": "orchestrator-1",
+    }
+    wire["metadata"] = {"action_type": action_type, "namespace": "dev"}
+    return wire
+
+
+def on_action_topic(*sent: dict[str, Any]) -> list[Event]:
+    return support.as_produced([("dev.omninode_bridge.onex.evt.action.v1", w) for w in sent])
+
+
+@pytest.mark.parametrize("order", ["action first", "started first", "one batch"])
+async def test_an_event_driven_workflows_input_and_namespace_come_from_its_action(
+    db: asyncpg.Connection, order: str
+) -> None:
+    wid = uuid.uuid4()
+    [action] = on_action_topic(action_wire(wid, 1))
+    started, completed = orchestrated(
+        orchestrator_wire("stamp_workflow_started", wid, 2, mode="event_driven"),
+        orchestrator_wire("stamp_workflow_completed", wid, 9, processing_time_ms=812.4),
+    )
+    assert action.event_type == "ACTION"
+    if order == "one batch":
+        await write(db, completed, started, action)
+    else:
+        first, second = (action, started) if order == "action first" else (started, action)
+        for event in (first, completed, second):
+            assert not (await write(db, event)).rejected
+    row = await workflow(db, wid)
+    assert js(row["input_data"]) == {"content": "print('hello')", "file_path": "/repo/src/hello.py"}
+    assert row["namespace"] == "omninode.services.metadata"
+    assert (row["action_event_at"], row["action_event_id"]) == (at(1), action.event_id)
+    assert (row["state"], row["started_at"], row["completed_at"]) == ("COMPLETED", at(2), at(9))
+    assert js(row["output_data"]) == {
+        "processing_time_ms": 812.4,
+        "node_id": "orchestrator-1",
+        "published_at": at(9).isoformat(),
+    }
+
+
+async def test_the_newest_action_holds_the_input(db: asyncpg.Connection) -> None:
+    wid = uuid.uuid4()
+    older, newer = on_action_topic(
+        action_wire(wid, 1, content="first"), action_wire(wid, 5, content="retried")
+    )
+    await write(db, newer)
+    await write(db, older)
+    await write(db, *orchestrated(orchestrator_wire("stamp_workflow_started", wid, 6)))
+    row = await workflow(db, wid)
+    assert js(row["input_data"])["content"] == "retried"
+    assert row["action_event_id"] == newer.event_id
+
+
+async def test_other_actions_are_kept_in_event_logs_only(db: asyncpg.Connection) -> None:
+    wid = uuid.uuid4()
+    other = action_wire(wid, 1, action_type="CANCEL_WORKFLOW")
+    unnamed = action_wire(uuid.uuid4(), 2)
+    del unnamed["payload"]["payload"]["workflow_id"]
+    flat = action_wire(uuid.uuid4(), 3)
+    flat["payload"]["payload"] = "not an object"
+    events = on_action_topic(other, unnamed, flat)
+    result = await write(db, *events)
+    assert result.new == events
+    assert not result.rejected
+    assert await db.fetchval("SELECT count(*) FROM workflow_executions") == 0
+    assert await db.fetchval("SELECT count(*) FROM event_logs WHERE event_type = 'ACTION'") == 3
+
+
+@pytest.mark.parametrize("state", ["pending", "processing", "completed", "failed"])
+async def test_lower_case_workflow_states_are_accepted(db: asyncpg.Connection, state: str) -> None:
+    wid = uuid.uuid4()
+    [event] = orchestrated(
+        orchestrator_wire("workflow_state_transition", wid, 1, from_state=state, to_state=state)
+    )
+    assert not (await write(db, event)).rejected
+    assert (await workflow(db, wid))["state"] == state.upper()
+    assert (await transition_row(db, event.event_id))["to_state"] == state.upper()
 
 
 async def test_a_retried_step_shows_its_latest_attempt_in_any_order(
@@ -370,6 +577,52 @@ async def test_hash_generated_newest_wins_over_completed_and_older_hashes(
     assert row["hash_generation_time_ms"] == 1
     assert (row["hash_event_at"], row["hash_event_id"]) == (at(3), newer.event_id)
     assert row["state"] == "COMPLETED"
+
+
+def orchestrator_wire(
+    event_type: str, workflow_id: uuid.UUID, seconds: float, **data: Any
+) -> dict[str, Any]:
+    """NodeBridgeOrchestrator's record: the correlation id (and key) is the workflow id."""
+    return support.node_record(
+        event_type,
+        data,
+        node_type="orchestrator",
+        category="workflow_orchestration",
+        namespace="omninode.bridge",
+        entity=("workflow_id", workflow_id),
+        when=at(seconds),
+    )
+
+
+ORCHESTRATOR_TOPIC = "omninode.bridge.omninode_bridge.onex.evt.{}.v1"
+
+
+def orchestrated(*sent: dict[str, Any]) -> list[Event]:
+    """The orchestrator's records read from its topics (the slug is the wire type's)."""
+    return support.as_produced(
+        [(ORCHESTRATOR_TOPIC.format(w["event_type"].replace("_", "-")), w) for w in sent]
+    )
+
+
+async def test_a_hash_generation_time_is_rounded_to_the_nearest_millisecond(
+    db: asyncpg.Connection,
+) -> None:
+    wid = uuid.uuid4()
+    hashed = orchestrated(
+        orchestrator_wire(
+            "blake3_hash_generated", wid, 1, file_hash="a" * 64, generation_time_ms=2.5
+        )
+    )
+    await write(db, *hashed)
+    assert (await workflow(db, wid))["hash_generation_time_ms"] == 3
+    for sent, stored in ((0.4999, 0), (0.5, 1), (12.3456, 12), (41.96, 42)):
+        [event] = orchestrated(
+            orchestrator_wire(
+                "blake3_hash_generated", wid, 2 + sent, file_hash="b" * 64, generation_time_ms=sent
+            )
+        )
+        await write(db, event)
+        assert (await workflow(db, wid))["hash_generation_time_ms"] == stored, sent
 
 
 async def test_intelligence_received_sets_the_workflows_intelligence(
@@ -540,6 +793,19 @@ REJECTS: list[tuple[str, dict[str, Any], str]] = [
         "execution_time_ms",
     ),
     ("INTELLIGENCE_RECEIVED", {"workflow_id": {"id": 1}}, "workflow_id"),
+    (
+        "ACTION",
+        {
+            "action_type": "ORCHESTRATE_WORKFLOW",
+            "payload": {"workflow_id": "w", "namespace": "n" * 201},
+        },
+        "payload.namespace",
+    ),
+    (
+        "ACTION",
+        {"action_type": "orchestrate_workflow", "payload": {"workflow_id": ["w"]}},
+        "payload.workflow_id",
+    ),
 ]
 
 
@@ -620,6 +886,11 @@ def workflow_payloads(draw: st.DrawFn) -> list[Payload]:
         payloads.append(("HASH_GENERATED", hashed))
     for _ in range(draw(st.integers(0, 2))):
         payloads.append(("INTELLIGENCE_RECEIVED", {"intelligence_data": draw(SMALL_JSON)}))
+    for _ in range(draw(st.integers(0, 2))):
+        # An event-driven request: its input wins over any STARTED's, the newest request's.
+        request: dict[str, Any] = {}
+        maybe(draw, request, "input_data", draw(SMALL_JSON))
+        payloads.append(("ACTION", {"action_type": "ORCHESTRATE_WORKFLOW", "payload": request}))
     return payloads
 
 
@@ -627,8 +898,10 @@ def workflow_payloads(draw: st.DrawFn) -> list[Payload]:
 def step_payloads(draw: st.DrawFn, step: int) -> list[Payload]:
     """The events of one step: they agree on name, type, order and input when they carry them;
     each terminal event has its own output and duration, and a kind may repeat (a retried
-    step, a producer's resend): neither is a conflict."""
+    step, a producer's resend): neither is a conflict. Half the steps never send step_order,
+    as the bridge's orchestrator does: theirs is their rank among the workflow's steps."""
     by_id = draw(st.booleans())
+    sends_order = draw(st.booleans())
     name = f"{draw(WORDS)}-{step}"
     step_type = draw(st.sampled_from(["validation", "hashing", "unknown"]))
     order = draw(st.integers(0, 4))
@@ -646,7 +919,8 @@ def step_payloads(draw: st.DrawFn, step: int) -> list[Payload]:
         if by_id:
             maybe(draw, payload, "step_name", name)
         maybe(draw, payload, "step_type", step_type)
-        maybe(draw, payload, "step_order", order)
+        if sends_order:
+            maybe(draw, payload, "step_order", order)
         maybe(draw, payload, "input", step_input)
         if kind != "STEP_STARTED":
             maybe(draw, payload, "output", draw(SMALL_JSON))
@@ -665,15 +939,17 @@ def workflow_specs(draw: st.DrawFn, index: int, workflow_uuid: uuid.UUID) -> lis
     session = draw(st.none() | st.uuids())
     namespace = draw(st.none() | WORDS.map(lambda w: f"ns.{w}"))
     payloads = draw(workflow_payloads())
-    for step in range(draw(st.integers(0, 3))):
+    for step in range(draw(st.integers(0, 4))):
         payloads += draw(step_payloads(step))
     if not payloads:
         payloads.append(("WORKFLOW_STARTED", {}))
     specs: list[Spec] = []
     for event_type, fields in payloads:
         payload = {"workflow_id": wid, **fields}
+        if event_type == "ACTION":  # the workflow is named by the request inside
+            payload = {**fields, "payload": {"workflow_id": wid, **fields["payload"]}}
         if namespace is not None:
-            maybe(draw, payload, "namespace", namespace)
+            maybe(draw, payload.get("payload", payload), "namespace", namespace)
         specs.append(
             (
                 event_type,
@@ -721,6 +997,30 @@ async def snapshot(db: asyncpg.Connection) -> dict[str, list[dict[str, Any]]]:
     return await support.query_snapshot(db, SNAPSHOTS)
 
 
+def ranked_orders(events: list[Event]) -> dict[tuple[uuid.UUID, str], int]:
+    """What step_order must be for each step no event sent one for: 1, 2, ... in the order of
+    the steps' earliest events, among all steps of their workflow."""
+    first: dict[tuple[uuid.UUID, str], tuple[datetime, uuid.UUID]] = {}
+    sent_order: set[tuple[uuid.UUID, str]] = set()
+    for event in events:
+        if not event.event_type.startswith("STEP_"):
+            continue
+        key = (
+            as_uuid(event.payload["workflow_id"]),
+            str(event.payload.get("step_id") or event.payload["step_name"]),
+        )
+        first[key] = min(first.get(key, event.order_key), event.order_key)
+        if "step_order" in event.payload:
+            sent_order.add(key)
+    ranks: dict[tuple[uuid.UUID, str], int] = {}
+    for wid in {w for w, _ in first}:
+        in_time = sorted((at_id, key) for key, at_id in first.items() if key[0] == wid)
+        for rank, (_, key) in enumerate(in_time, start=1):
+            if key not in sent_order:
+                ranks[key] = rank
+    return ranks
+
+
 @support.property_settings(50)
 @given(events=scenarios(), data=st.data())
 async def test_property_any_order_batching_and_duplicates_converge(
@@ -730,9 +1030,16 @@ async def test_property_any_order_batching_and_duplicates_converge(
     in_order = sorted(events, key=lambda e: e.order_key)
     await write(db, *in_order)
     expected = await snapshot(db)
+    named = [e.payload.get("payload", e.payload) for e in events]
     assert len(expected["workflow_executions"]) == len(
-        {e.payload["workflow_id"] for e in events if "workflow_id" in e.payload}
+        {p["workflow_id"] for p in named if "workflow_id" in p}
     )
+    ranked = {
+        (r["workflow_id"], r["step_key"]): r["step_order"]
+        for r in expected["workflow_steps"]
+        if r["step_order_ranked"]
+    }
+    assert ranked == ranked_orders(events)
 
     await db.execute(f"TRUNCATE {TABLES}")
     for part in support.draw_batches(data, events):
