@@ -333,6 +333,18 @@ class Worker:
                     dead_letters=len(outcome.dead_letters),
                     duration_ms=round(outcome.took_s * 1000, 1),
                 )
+                for letter in outcome.dead_letters:
+                    if letter.kind == "internal":
+                        # A bug met on one record, which moved on: loud, once per record.
+                        topic, partition, offset = letter.source
+                        log.error(
+                            "dead_letter.internal",
+                            topic=topic,
+                            partition=partition,
+                            offset=offset,
+                            error_class=letter.error_class,
+                            error=letter.message,
+                        )
 
     # -- waiting out a fault (consumer/retry.py) -----------------------------------------------
 
