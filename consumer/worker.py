@@ -96,7 +96,8 @@ class Worker:
     def _connection(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
         if self._pool is None:
             raise RuntimeError("the worker is not started")
-        return database.acquire(self._pool)
+        # A new session after a failed attempt: the pooled ones may be broken or read-only.
+        return database.acquire(self._pool, fresh=self.retrier.failing is not None)
 
     # -- health: the loop writes, the HTTP thread reads (consumer/health.py) ------------------
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from consumer.errors import FatalError, is_transient
+from consumer.errors import FatalError
 from consumer.retry import Deadline
 from consumer.settings import Settings
 from handlers.sql import Sql
@@ -47,19 +47,17 @@ async def connect(settings: Settings) -> asyncpg.Pool:
 
 
 @contextlib.asynccontextmanager
-async def acquire(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    """A session of the pool. One that failed transiently is closed rather than reused: it may
-    be broken, on a server that went away, or read-only for good (a session keeps the
-    ``default_transaction_read_only`` it started with), and the pool opens a new one."""
-    async with pool.acquire() as proxy:
+async def acquire(pool: asyncpg.Pool, *, fresh: bool = False) -> AsyncIterator[asyncpg.Connection]:
+    """A session of the pool; with ``fresh`` a new one, every open session being replaced
+    first. The worker asks for that on the attempt after a transient failure: the pool's
+    sessions may be broken, on a server that went away, or read-only for good (a session keeps
+    the ``default_transaction_read_only`` it started with, and the pool reopens idle sessions
+    while an outage lasts)."""
+    if fresh:
+        await pool.expire_connections()
+    async with pool.acquire() as conn:
         # The pool's proxy forwards every method of the connection it holds.
-        conn = cast(asyncpg.Connection, proxy)
-        try:
-            yield conn
-        except Exception as exc:
-            if is_transient(exc):
-                conn.terminate()
-            raise
+        yield cast(asyncpg.Connection, conn)
 
 
 async def check_schema(pool: asyncpg.Pool, settings: Settings) -> None:
