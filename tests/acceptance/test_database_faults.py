@@ -14,6 +14,11 @@ stream of sample events, produced in parts so that records keep arriving while t
 
 The daemon never exits; ``/health/ready`` turns 503 during each fault and 200 after it; the
 daemon finishes the stream by itself; and the tables equal a clean reference run's.
+
+And an error nobody classified in the write path (a DBA's trigger raising P0001 once the first
+batches are in): ``omnisink run`` exits 1 with one structured error line carrying the
+traceback; once the trigger is gone, the next run completes the stream, nothing lost or
+doubled.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
+import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -45,7 +51,7 @@ from consumer import migrate
 from consumer.worker import Worker
 from dev import sample
 from dev.services import Service, free_port
-from tests.support import sink_env, sink_settings, table_snapshot
+from tests.support import produce, sink_env, sink_settings, table_snapshot
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -349,15 +355,43 @@ async def _wait_for(what: str, check: Callable[[], Awaitable[bool]], timeout_s: 
         await asyncio.sleep(0.1)
 
 
+async def _migrated(cluster: Cluster) -> tuple[str, str]:
+    """The sink's database at head, and a reference database like it."""
+    await _admin(cluster, f"CREATE DATABASE {SINK_DB}")
+    await asyncio.to_thread(migrate.upgrade, cluster.url(SINK_DB))
+    await _admin(cluster, f"CREATE DATABASE {REFERENCE_DB} TEMPLATE {SINK_DB}")
+    return cluster.url(SINK_DB), cluster.url(REFERENCE_DB)
+
+
+async def _same_as_a_clean_run(
+    reference_url: str, tested_url: str, servers: str, stream: sample.Stream
+) -> None:
+    """A clean run of the same records into the reference database gives the same tables."""
+    reference = Worker(
+        sink_settings(reference_url, servers, f"ref-{uuid.uuid4().hex[:6]}", topics=stream.topics),
+        until_caught_up=True,
+        install_signal_handlers=False,
+    )
+    await asyncio.wait_for(reference.run(), 300)
+    ref = await asyncpg.connect(reference_url)
+    tested = await asyncpg.connect(tested_url)
+    try:
+        expected = await table_snapshot(ref)
+        got = await table_snapshot(tested)
+    finally:
+        await ref.close()
+        await tested.close()
+    assert len(got["event_logs"]) == stream.distinct_events
+    for table in expected:
+        assert got[table] == expected[table], f"{table} differs from the reference run"
+
+
 async def test_the_daemon_outlives_the_database_misbehaving(
     kafka_server: Service, cluster: Cluster, tmp_path: Path
 ) -> None:
     timings: dict[str, float] = {}
     began = time.monotonic()
-    await _admin(cluster, f"CREATE DATABASE {SINK_DB}")
-    await asyncio.to_thread(migrate.upgrade, cluster.url(SINK_DB))
-    await _admin(cluster, f"CREATE DATABASE {REFERENCE_DB} TEMPLATE {SINK_DB}")
-    sink_url, reference_url = cluster.url(SINK_DB), cluster.url(REFERENCE_DB)
+    sink_url, reference_url = await _migrated(cluster)
     timings["cluster and migrations"] = time.monotonic() - began
 
     stream = sample.generate(EVENTS, env=f"d{uuid.uuid4().hex[:8]}", seed=31)
@@ -437,23 +471,92 @@ async def test_the_daemon_outlives_the_database_misbehaving(
     assert 0 not in answering, "once up, /health answered throughout"
 
     at = time.monotonic()
-    reference = Worker(
-        sink_settings(reference_url, kafka_server.url, "dbfaults-ref", topics=stream.topics),
-        until_caught_up=True,
-        install_signal_handlers=False,
-    )
-    await asyncio.wait_for(reference.run(), 300)
+    await _same_as_a_clean_run(reference_url, sink_url, kafka_server.url, stream)
     timings["reference run"] = time.monotonic() - at
-    ref = await asyncpg.connect(reference_url)
-    tested = await asyncpg.connect(sink_url)
-    try:
-        expected = await table_snapshot(ref)
-        got = await table_snapshot(tested)
-    finally:
-        await ref.close()
-        await tested.close()
-    assert len(got["event_logs"]) == stream.distinct_events
-    for table in expected:
-        assert got[table] == expected[table], f"{table} differs from the reference run"
     timings["total"] = time.monotonic() - began
     print("timings:", {k: round(v, 1) for k, v in timings.items()})
+
+
+# A DBA's trigger refusing the sink's writes with an error nobody classified (P0001), once the
+# first batches are in.
+REFUSE_WRITES = (
+    """
+    CREATE FUNCTION public.refuse_sink_writes() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF (SELECT count(*) FROM public.event_logs) >= 300 THEN
+            RAISE EXCEPTION 'writes to event_logs are refused';
+        END IF;
+        RETURN NULL;
+    END $$
+    """,
+    """
+    CREATE TRIGGER refuse_sink_writes BEFORE INSERT ON public.event_logs
+    FOR EACH STATEMENT EXECUTE FUNCTION public.refuse_sink_writes()
+    """,
+)
+ALLOW_WRITES = (
+    "DROP TRIGGER refuse_sink_writes ON public.event_logs",
+    "DROP FUNCTION public.refuse_sink_writes()",
+)
+
+
+async def test_an_unclassified_write_error_exits_1_with_one_line_and_a_restart_completes(
+    kafka_server: Service, cluster: Cluster, tmp_path: Path
+) -> None:
+    sink_url, reference_url = await _migrated(cluster)
+    stream = sample.generate(1_000, env=f"d{uuid.uuid4().hex[:8]}", seed=32)
+    await produce(kafka_server.url, stream.records)
+    env = sink_env(
+        sink_url,
+        kafka_server.url,
+        "unclassified",
+        OMNISINK_TOPICS=",".join(stream.topics),
+        OMNISINK_HTTP_HOST="127.0.0.1",
+        OMNISINK_BATCH_MAX_RECORDS="100",
+    )
+    conn = await asyncpg.connect(sink_url)
+    try:
+        for statement in REFUSE_WRITES:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+    log = tmp_path / "first.log"
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "consumer.cli", "run", "--until-caught-up"],
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    log.write_bytes(done.stdout + done.stderr)
+    assert done.returncode == 1, log.read_text()[-4000:]
+    lines = (done.stdout + done.stderr).decode().splitlines()
+    events = [orjson.loads(line) for line in lines]  # every line is one JSON object
+    errors = [e for e in events if e["level"] in {"error", "critical"}]
+    assert [e["event"] for e in errors] == ["worker.crashed"], errors
+    [crash] = errors
+    assert crash["error_class"] == "asyncpg.exceptions.RaiseError"
+    assert "writes to event_logs are refused" in crash["error"]
+    assert crash["exception"].startswith("Traceback"), "the traceback, inside the one line"
+    assert crash["batch_records"] > 0
+    written = await _count(sink_url)
+    assert 0 < written < stream.distinct_events, "the failure must land mid-stream"
+
+    conn = await asyncpg.connect(sink_url)
+    try:
+        for statement in ALLOW_WRITES:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+    again = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "consumer.cli", "run", "--until-caught-up"],
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr.decode()[-4000:]
+    await _same_as_a_clean_run(reference_url, sink_url, kafka_server.url, stream)
