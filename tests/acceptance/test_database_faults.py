@@ -51,7 +51,7 @@ from consumer import migrate
 from consumer.worker import Worker
 from dev import sample
 from dev.services import Service, free_port
-from tests.support import produce, sink_env, sink_settings, table_snapshot
+from tests.support import assert_same_tables, produce, sink_env, sink_settings
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -373,17 +373,7 @@ async def _same_as_a_clean_run(
         install_signal_handlers=False,
     )
     await asyncio.wait_for(reference.run(), 300)
-    ref = await asyncpg.connect(reference_url)
-    tested = await asyncpg.connect(tested_url)
-    try:
-        expected = await table_snapshot(ref)
-        got = await table_snapshot(tested)
-    finally:
-        await ref.close()
-        await tested.close()
-    assert len(got["event_logs"]) == stream.distinct_events
-    for table in expected:
-        assert got[table] == expected[table], f"{table} differs from the reference run"
+    await assert_same_tables(reference_url, tested_url, stream.distinct_events)
 
 
 async def test_the_daemon_outlives_the_database_misbehaving(
@@ -500,8 +490,27 @@ ALLOW_WRITES = (
 )
 
 
+async def _execute(url: str, statements: Sequence[str]) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def _drain(env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "consumer.cli", "run", "--until-caught-up"],
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+
+
 async def test_an_unclassified_write_error_exits_1_with_one_line_and_a_restart_completes(
-    kafka_server: Service, cluster: Cluster, tmp_path: Path
+    kafka_server: Service, cluster: Cluster
 ) -> None:
     sink_url, reference_url = await _migrated(cluster)
     stream = sample.generate(1_000, env=f"d{uuid.uuid4().hex[:8]}", seed=32)
@@ -514,25 +523,11 @@ async def test_an_unclassified_write_error_exits_1_with_one_line_and_a_restart_c
         OMNISINK_HTTP_HOST="127.0.0.1",
         OMNISINK_BATCH_MAX_RECORDS="100",
     )
-    conn = await asyncpg.connect(sink_url)
-    try:
-        for statement in REFUSE_WRITES:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-
-    log = tmp_path / "first.log"
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "consumer.cli", "run", "--until-caught-up"],
-        env=env,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    log.write_bytes(done.stdout + done.stderr)
-    assert done.returncode == 1, log.read_text()[-4000:]
-    lines = (done.stdout + done.stderr).decode().splitlines()
+    await _execute(sink_url, REFUSE_WRITES)
+    done = await asyncio.to_thread(_drain, env)
+    output = (done.stdout + done.stderr).decode()
+    assert done.returncode == 1, output[-4000:]
+    lines = output.splitlines()
     events = [orjson.loads(line) for line in lines]  # every line is one JSON object
     errors = [e for e in events if e["level"] in {"error", "critical"}]
     assert [e["event"] for e in errors] == ["worker.crashed"], errors
@@ -544,19 +539,7 @@ async def test_an_unclassified_write_error_exits_1_with_one_line_and_a_restart_c
     written = await _count(sink_url)
     assert 0 < written < stream.distinct_events, "the failure must land mid-stream"
 
-    conn = await asyncpg.connect(sink_url)
-    try:
-        for statement in ALLOW_WRITES:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-    again = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "consumer.cli", "run", "--until-caught-up"],
-        env=env,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
+    await _execute(sink_url, ALLOW_WRITES)
+    again = await asyncio.to_thread(_drain, env)
     assert again.returncode == 0, again.stderr.decode()[-4000:]
     await _same_as_a_clean_run(reference_url, sink_url, kafka_server.url, stream)

@@ -22,7 +22,7 @@ from dev import sample
 from dev.services import Service
 from handlers.base import Event, Handler, Item
 from handlers.registry import HANDLERS
-from tests.support import produce, sink_settings, table_snapshot
+from tests.support import assert_same_tables, produce, sink_settings
 
 
 class ParseTrips:
@@ -139,14 +139,4 @@ async def test_an_error_in_the_write_path_stops_once_and_the_next_run_completes(
 
     second = _worker(tested_url, kafka_server.url, "apply-trips", stream)
     await asyncio.wait_for(second.run(), 120)
-    ref = await asyncpg.connect(reference_url)
-    tested = await asyncpg.connect(tested_url)
-    try:
-        expected = await table_snapshot(ref)
-        got = await table_snapshot(tested)
-    finally:
-        await ref.close()
-        await tested.close()
-    assert len(got["event_logs"]) == stream.distinct_events
-    for table in expected:
-        assert got[table] == expected[table], f"{table} differs from the clean run"
+    await assert_same_tables(reference_url, tested_url, stream.distinct_events)
