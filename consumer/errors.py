@@ -66,12 +66,17 @@ _TRANSIENT_KAFKA_ERRORS = (
 )
 
 
-# A lost connection ("connection is closed") surfaces as asyncpg's InterfaceError.
+# A lost connection ("connection is closed") surfaces as asyncpg's InterfaceError. A session
+# the server ends while it sits idle in the pool (a FATAL from pg_terminate_backend or a
+# shutdown) can be handed out between the server's message and the closed socket: asyncpg then
+# says InternalClientError ("another operation is in progress"). The next attempt opens a new
+# session (consumer/store/database.py), so a fault of one session cannot repeat.
 _TRANSIENT_CLASSES: tuple[type[BaseException], ...] = (
     OSError,
     asyncio.TimeoutError,
     ConnectionError,
     asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
 )
 
 

@@ -42,6 +42,10 @@ CASES: dict[Verdict, list[BaseException]] = {
         TimeoutError(),
         asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"),
         asyncpg.InterfaceError("connection is closed"),
+        # A pooled session the server ended, handed out before its socket closed.
+        asyncpg.exceptions.InternalClientError(
+            "cannot switch to state 15; another operation (2) is in progress"
+        ),
         _state("08006", "connection failure"),
         _state("08001", "could not connect"),
         # A database that does not take the sink's sessions or writes now.
