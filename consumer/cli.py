@@ -114,6 +114,10 @@ def run(
     except FatalError as exc:
         typer.echo(f"omnisink run: {exc}", err=True)
         raise typer.Exit(code=2) from exc
+    except Exception as exc:
+        # An error nobody classified: the worker logged it once (`worker.crashed`, with the
+        # traceback) and its batch rolled back; the next start consumes that batch again.
+        raise typer.Exit(code=1) from exc
     if stats.abandoned:
         typer.echo(
             "omnisink run: the shutdown grace period expired; the batch in hand was rolled "

@@ -77,18 +77,28 @@ def from_exception(
     event_id: UUID | None = None,
     event_type: str | None = None,
 ) -> DeadLetter:
-    """A dead letter whose reason is ``exc`` (its class, message and stack)."""
+    """A dead letter whose reason is ``exc`` (its class, message and stack). Never raises, even
+    for an exception that cannot be printed: building a dead letter must not fail."""
     cls = type(exc)
     return DeadLetter(
         record=record,
         kind=kind,
         error_class=f"{cls.__module__}.{cls.__qualname__}",
-        message=str(exc),
-        stacktrace="".join(traceback.format_exception(exc)) if exc.__traceback__ else None,
+        message=_text(lambda: str(exc), cls),
+        stacktrace=_text(lambda: "".join(traceback.format_exception(exc)), cls)
+        if exc.__traceback__
+        else None,
         event_id=event_id,
         event_type=event_type,
         failed_at=datetime.now(UTC),
     )
+
+
+def _text(render: Callable[[], str], cls: type[BaseException]) -> str:
+    try:
+        return render()
+    except Exception as exc:  # noqa: BLE001 - a broken __str__ is no reason to stop
+        return f"<{cls.__qualname__} that cannot be printed: {type(exc).__qualname__}>"
 
 
 class DeadLetterUnavailable(TransientError):  # noqa: N818 - names the condition, like aiokafka's

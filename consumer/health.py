@@ -1,8 +1,9 @@
 """Health: what the worker loop last said of itself, and the HTTP server that reports it.
 
 ``/metrics`` (Prometheus text format), ``/health/live`` (the worker loop is turning) and
-``/health/ready`` (started, member of the group, circuit breaker not open), both JSON with the
-breaker's state. Served by prometheus-client's own WSGI app and threaded WSGI server (the same
+``/health/ready`` (started, member of the group, circuit breaker not open, and the write path
+not failing: no operation being retried), both JSON with the breaker's state and what is
+being retried. Served by prometheus-client's own WSGI app and threaded WSGI server (the same
 one its ``start_http_server`` uses), with two health routes in front of it.
 
 The loop writes a :class:`Snapshot` whenever a fact changes (a loop turn, a poll while
@@ -44,6 +45,8 @@ class Snapshot:
     breaker: str = "closed"
     assigned: int = 0
     last_commit_at: float | None = None
+    # The operation being retried after a transient failure (consumer/retry.py), if any.
+    failing: str | None = None
 
     def beat(self, breaker: str, stopping: bool, **changes: Any) -> Snapshot:
         """The next snapshot: now, with these facts."""
@@ -55,13 +58,20 @@ class Snapshot:
         """(live, ready, facts) for the health endpoints."""
         now = time.monotonic() if now is None else now
         live = now - self.beat_at < LIVENESS_S and not self.stopping
-        ready = live and self.started and self.joined and self.breaker != "open"
+        ready = (
+            live
+            and self.started
+            and self.joined
+            and self.breaker != "open"
+            and self.failing is None
+        )
         since = None if self.last_commit_at is None else round(now - self.last_commit_at, 3)
         return (
             live,
             ready,
             {
                 "circuit_breaker": self.breaker,
+                "retrying": self.failing,
                 "group_member": self.joined,
                 "assigned_partitions": self.assigned,
                 "seconds_since_last_commit": since,

@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     # the broker's own limit for the .dlq topic still applies.
     dlq_max_request_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
     shutdown_grace_s: float = Field(default=30.0, gt=0)
+    # How long the start-up retries PostgreSQL (connect, schema check) before it exits 2: a
+    # server restarting, or a migration still running, while the sink starts is waited out.
+    startup_timeout_s: float = Field(default=60.0, gt=0)
 
     # The circuit breaker in front of PostgreSQL (seed 000's CIRCUIT_BREAKER_CONFIG).
     breaker_failure_threshold: int = Field(default=5, gt=0)

@@ -75,6 +75,7 @@ class Worker:
         self._producer: AIOKafkaProducer | None = None
         self._dlq: Publisher | None = None
         self._paused_for_retry = False
+        self._batch: Batch | None = None  # the batch in hand, for the log line of a crash
         self.http: HealthServer | None = None
         self.health = Snapshot(beat_at=time.monotonic())
         self.breaker = CircuitBreaker(
@@ -86,7 +87,12 @@ class Worker:
         )
         self.metrics.breaker_state.labels("database").set(0)
         self.retrier = Retrier(
-            self.breaker, stopping=self._stopping, sleep=self._sleep_polling, on_retry=self._retried
+            self.breaker,
+            stopping=self._stopping,
+            sleep=self._sleep_polling,
+            on_retry=self._retried,
+            on_failing=self._failing,
+            explain=lambda exc: database.explain(exc, settings),
         )
 
     @property
@@ -95,10 +101,11 @@ class Worker:
             raise RuntimeError("the worker is not started")
         return self._consumer
 
-    def _connection(self) -> Any:
+    def _connection(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
         if self._pool is None:
             raise RuntimeError("the worker is not started")
-        return self._pool.acquire()
+        # A new session after a failed attempt: the pooled ones may be broken or read-only.
+        return database.acquire(self._pool, fresh=self.retrier.failing is not None)
 
     # -- health: the loop writes, the HTTP thread reads (consumer/health.py) ------------------
 
@@ -113,6 +120,10 @@ class Worker:
     def _retried(self, what: str) -> None:
         self.stats.retries += 1
         self.metrics.transient_errors.labels(what).inc()
+
+    def _failing(self, what: str | None) -> None:
+        # Not ready while the database (or the dead-letter topic) fails the write path.
+        self.health = dataclasses.replace(self.health, failing=what)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -139,6 +150,22 @@ class Worker:
             await self._start()
             while not self._stopping.is_set() and await self._turn():
                 pass
+        except FatalError:
+            raise  # the caller says what to fix (exit 2), without a traceback
+        except Exception as exc:
+            if self._stopping.is_set() and is_transient(exc):
+                # Stopped while waiting for the database or the broker: nothing is lost.
+                log.warning("worker.stopped_while_retrying", error=str(exc))
+                return
+            # Nobody classified it: a bug. Said once, with the traceback and the batch in
+            # hand (its transaction rolled back; the next start reads it again).
+            log.exception(
+                "worker.crashed",
+                error_class=f"{type(exc).__module__}.{type(exc).__qualname__}",
+                error=str(exc),
+                **self._in_hand(),
+            )
+            raise
         finally:
             await self._close()
 
@@ -174,12 +201,27 @@ class Worker:
             await self.retrier.run("offset_reset", lambda: self._reset(sorted(lost)))
         return self.drain is None or not await self._drained(self.drain)
 
+    def _in_hand(self) -> dict[str, Any]:
+        batch = self._batch
+        if batch is None:
+            return {}
+        firsts = {
+            f"{tp.topic}[{tp.partition}]": rs[0].offset for tp, rs in batch.records.items() if rs
+        }
+        return {"batch_records": batch.size, "batch_first_offsets": firsts}
+
     async def _start(self) -> None:
         s = self.settings
-        self._pool = await database.connect(s)
-        await database.check_schema(self._pool, s)
+        # First, so /health/live answers (and /health/ready says 503) while the start waits
+        # for the database.
         if s.http_enabled:
             self.http = HealthServer.serve(self.metrics, lambda: self.health, s)
+        deadline = database.startup_deadline(s)
+        pool = await self.retrier.run("connect", lambda: database.connect(s), deadline=deadline)
+        self._pool = pool
+        await self.retrier.run(
+            "check_schema", lambda: database.check_schema(pool, s), deadline=deadline
+        )
         self._consumer = kafka.group_consumer(s)
         self._producer = kafka.dead_letter_producer(s)
         self._dlq = Publisher(
@@ -270,6 +312,7 @@ class Worker:
         batch = Batch.decode(
             records, max_bytes=s.max_message_bytes, keep_unknown=s.unknown_events == "keep"
         )
+        self._batch = batch
         while True:
             try:
                 await self.retrier.run("commit_batch", lambda: self._write(batch))
@@ -288,6 +331,7 @@ class Worker:
                 return
             finally:
                 self._resume_after_retry()
+        self._batch = None
         for tp, lag in self.partitions.lag(self._kafka):
             self.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
         await kafka.commit_best_effort(self._kafka, self.partitions.expected())
@@ -328,14 +372,27 @@ class Worker:
                     dead_letters=len(outcome.dead_letters),
                     duration_ms=round(outcome.took_s * 1000, 1),
                 )
+                for letter in outcome.dead_letters:
+                    if letter.kind == "internal":
+                        # A bug met on one record, which moved on: loud, once per record.
+                        topic, partition, offset = letter.source
+                        log.error(
+                            "dead_letter.internal",
+                            topic=topic,
+                            partition=partition,
+                            offset=offset,
+                            error_class=letter.error_class,
+                            error=letter.message,
+                        )
 
     # -- waiting out a fault (consumer/retry.py) -----------------------------------------------
 
     async def _sleep_polling(self, seconds: float) -> None:
         """Wait between attempts while polling Kafka with every partition paused, so the
         member stays in the group and rebalances still run."""
-        if self._consumer is None:
-            await asyncio.sleep(seconds)
+        if self._consumer is None:  # starting: nothing to poll yet
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), seconds)
             return
         self._paused_for_retry |= kafka.pause_all(self._kafka)
         await kafka.poll_paused(

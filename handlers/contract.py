@@ -1,9 +1,9 @@
 """Names the event contract fixes (docs/contract.md), declared once for the whole product.
 
 The dead-letter kinds are also the CHECK of ``omnisink.dead_letters.error_kind`` (migration
-013, which keeps its own copy as migrations must; tests/unit/test_contract_names.py ties the
-two), the values of ``omnisink dlq list --kind`` and the ``kind`` label of
-``omnisink_dead_letters_total``.
+013, and 021 since, each keeping its own copy as migrations must;
+tests/unit/test_contract_names.py ties the latest to this list), the values of
+``omnisink dlq list --kind`` and the ``kind`` label of ``omnisink_dead_letters_total``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Final, Literal, get_args
 
 # Contract section 5. Decoding decides decode, schema and oversize; the consumer decides
-# unknown_type (OMNISINK_UNKNOWN_EVENTS=dlq); a handler decides the rest.
+# unknown_type (OMNISINK_UNKNOWN_EVENTS=dlq) and internal (an error nobody classified, raised
+# while judging the record); a handler decides the rest.
 DeadLetterKind = Literal[
     "decode",
     "schema",
@@ -20,6 +21,7 @@ DeadLetterKind = Literal[
     "conflict",
     "constraint",
     "oversize",
+    "internal",
 ]
 DEAD_LETTER_KINDS: Final[tuple[DeadLetterKind, ...]] = get_args(DeadLetterKind)
 

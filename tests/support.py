@@ -188,6 +188,22 @@ async def table_snapshot(conn: asyncpg.Connection) -> dict[str, list[str]]:
     return out
 
 
+async def assert_same_tables(reference_url: str, tested_url: str, distinct_events: int) -> None:
+    """The tested database's data tables equal the reference run's, with one event_logs row
+    per distinct event."""
+    ref = await asyncpg.connect(reference_url)
+    tested = await asyncpg.connect(tested_url)
+    try:
+        expected = await table_snapshot(ref)
+        got = await table_snapshot(tested)
+    finally:
+        await ref.close()
+        await tested.close()
+    assert len(got["event_logs"]) == distinct_events
+    for table in expected:
+        assert got[table] == expected[table], f"{table} differs from the reference run"
+
+
 def sink_settings(db_url: str, servers: str, group: str, **overrides: object) -> Settings:
     """Settings for a sink in a test: short group timeouts (the embedded broker's joins are
     slow), a short batch wait."""

@@ -16,6 +16,13 @@ Records are decoded once (:meth:`Batch.decode`), before the first attempt: a bat
 after a transient fault is written again from the same events and dead letters, so a dead
 letter's facts (its ``failed_at``) are the same on the topic and in the table.
 
+An error nobody classified, raised while one record is judged (decoding it, a handler's
+``parse``, building its dead letter), is that record's alone: it becomes an ``internal`` dead
+letter with the error's class, message and traceback (:class:`Internal`), and the rest of the
+batch goes on, so a bug that trips on one record never stops its partition for good. Raised
+anywhere else (a handler's ``apply``, the statements), it propagates: the transaction rolls
+back and the worker stops (docs/failures.md).
+
 A bad event never takes its batch with it. Each attempt runs in a savepoint: when a handler
 names events it can never write (``Rejected``), the savepoint is rolled back and the batch is
 written again without them; when PostgreSQL refuses the data itself (``classify`` says
@@ -40,11 +47,25 @@ from consumer.errors import classify
 from consumer.store import dead_letters, offsets
 from handlers import event_logs
 from handlers.base import Counts, Event, Handler, Item, Reject, Rejected
+from handlers.contract import DeadLetterKind
 from handlers.envelope import DecodeError, decode
 from handlers.registry import resolve
 
 Records = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 Source = tuple[str, int, int]
+
+
+@dataclass(frozen=True)
+class Internal:
+    """An error nobody classified, raised while a handler parsed one event: the event becomes
+    an ``internal`` dead letter carrying the error itself (its class, message, traceback)."""
+
+    error: Exception
+    kind: DeadLetterKind = "internal"
+
+
+# Why an event can never be written: a handler's decision, or an error nobody classified.
+Reason = Reject | Internal
 
 
 @dataclass
@@ -56,7 +77,7 @@ class BatchResult:
     # Events already in event_logs: duplicates, replays, redeliveries. Nothing was written.
     duplicates: list[Event] = field(default_factory=list)
     # Events that can never be written, with the reason; nothing about them was written.
-    rejected: list[tuple[Event, Reject]] = field(default_factory=list)
+    rejected: list[tuple[Event, Reason]] = field(default_factory=list)
     # What the handlers counted in the attempts that were written (re-stamps).
     counts: Counts = field(default_factory=Counts)
 
@@ -79,23 +100,13 @@ class Batch:
         for rs in records.values():
             for record in rs:
                 try:
-                    envelope = resolve(decode(record.value, max_bytes=max_bytes), record.topic)
-                except DecodeError as exc:
-                    refused.append(from_exception(record, exc.kind, exc))
-                    continue
-                if not keep_unknown and envelope.known_type is None:
-                    unknown = DecodeError("schema", f"unknown event type {envelope.event_type!r}")
-                    refused.append(
-                        from_exception(
-                            record,
-                            "unknown_type",
-                            unknown,
-                            event_id=envelope.event_id,
-                            event_type=envelope.event_type,
-                        )
-                    )
-                    continue
-                events.append(Event(envelope, record.topic, record.partition, record.offset))
+                    judged = _judge(record, max_bytes=max_bytes, keep_unknown=keep_unknown)
+                except Exception as exc:  # noqa: BLE001 - nobody classified it: this record's alone
+                    judged = from_exception(record, "internal", exc)
+                if isinstance(judged, DeadLetter):
+                    refused.append(judged)
+                else:
+                    events.append(judged)
         return cls(records, events, refused)
 
     @property
@@ -115,20 +126,41 @@ class Batch:
         self.events = [e for e in self.events if (e.topic, e.partition) in owned]
         self.refused = [d for d in self.refused if d.source[:2] in owned]
 
-    def letter(self, event: Event, reject: Reject) -> DeadLetter:
+    def letter(self, event: Event, reason: Reason) -> DeadLetter:
         source = (event.topic, event.partition, event.offset)
         held = self._letters.get(source)
-        if held is None or held.kind != reject.kind:
+        if held is None or held.kind != reason.kind:
             record = next(
                 r
                 for r in self.records[TopicPartition(event.topic, event.partition)]
                 if r.offset == event.offset
             )
+            error = reason.error if isinstance(reason, Internal) else reason
             held = from_exception(
-                record, reject.kind, reject, event_id=event.event_id, event_type=event.event_type
+                record, reason.kind, error, event_id=event.event_id, event_type=event.event_type
             )
             self._letters[source] = held
         return held
+
+
+def _judge(
+    record: ConsumerRecord[bytes, bytes], *, max_bytes: int, keep_unknown: bool
+) -> Event | DeadLetter:
+    """The record's event, or its dead letter when it is not one the sink can write."""
+    try:
+        envelope = resolve(decode(record.value, max_bytes=max_bytes), record.topic)
+    except DecodeError as exc:
+        return from_exception(record, exc.kind, exc)
+    if not keep_unknown and envelope.known_type is None:
+        unknown = DecodeError("schema", f"unknown event type {envelope.event_type!r}")
+        return from_exception(
+            record,
+            "unknown_type",
+            unknown,
+            event_id=envelope.event_id,
+            event_type=envelope.event_type,
+        )
+    return Event(envelope, record.topic, record.partition, record.offset)
 
 
 @dataclass(frozen=True)
@@ -188,7 +220,7 @@ async def write_batch(
 
 def route(
     events: Sequence[Event], handlers: Sequence[Handler[Any]]
-) -> tuple[dict[int, list[Item[Any]]], list[tuple[Event, Reject]], list[Event], list[Event]]:
+) -> tuple[dict[int, list[Item[Any]]], list[tuple[Event, Reason]], list[Event], list[Event]]:
     """Parse every event for every handler of its type (pure).
 
     Returns the items per handler index, the events a handler rejected, the events left to
@@ -198,7 +230,7 @@ def route(
     gets its own dead letter, never nowhere.
     """
     by_handler: dict[int, list[Item[Any]]] = {i: [] for i in range(len(handlers))}
-    rejected: list[tuple[Event, Reject]] = []
+    rejected: list[tuple[Event, Reason]] = []
     kept: list[Event] = []
     repeats: list[Event] = []
     seen: set[UUID] = set()
@@ -213,6 +245,9 @@ def route(
                     items.append((index, Item(event, handler.parse(event))))
         except Reject as reject:
             rejected.append((event, reject))
+            continue
+        except Exception as exc:  # noqa: BLE001 - nobody classified it: this event's alone
+            rejected.append((event, Internal(exc)))
             continue
         seen.add(event.event_id)
         kept.append(event)

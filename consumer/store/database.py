@@ -1,10 +1,24 @@
-"""The sink's connection pool, and the check that the database is at the sink's schema."""
+"""The sink's connection pool, the check that the database is at the sink's schema, and what
+a person does about either failing.
+
+Both run through the worker's retrier (consumer/retry.py) like every other call into
+PostgreSQL: at start-up within ``OMNISINK_STARTUP_TIMEOUT_S`` (:func:`startup_deadline`), so a
+server restarting, refusing connections or still being migrated while the sink starts is
+waited out, and only what outlasts the budget exits 2 with :func:`explain`'s message.
+"""
 
 from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import cast
+from urllib.parse import urlsplit
 
 import asyncpg
 
 from consumer.errors import FatalError
+from consumer.retry import Deadline
 from consumer.settings import Settings
 from handlers.sql import Sql
 
@@ -12,17 +26,7 @@ REVISION = Sql("SELECT version_num FROM alembic_version", name="database.revisio
 
 
 async def connect(settings: Settings) -> asyncpg.Pool:
-    """The sink's pool; FatalError (naming the setting) when PostgreSQL cannot be reached."""
-    try:
-        return await _create_pool(settings)
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise FatalError(
-            f"cannot connect to PostgreSQL at {settings.database.redacted_url}: {exc}. "
-            "Check OMNISINK_DATABASE_URL and that the server is running."
-        ) from exc
-
-
-async def _create_pool(settings: Settings) -> asyncpg.Pool:
+    """The sink's pool (it opens ``OMNISINK_DATABASE_POOL_MIN_SIZE`` sessions at once)."""
     db = settings.database
     return await asyncpg.create_pool(
         db.dsn,
@@ -42,13 +46,27 @@ async def _create_pool(settings: Settings) -> asyncpg.Pool:
     )
 
 
+@contextlib.asynccontextmanager
+async def acquire(pool: asyncpg.Pool, *, fresh: bool = False) -> AsyncIterator[asyncpg.Connection]:
+    """A session of the pool; with ``fresh`` a new one, every open session being replaced
+    first. The worker asks for that on the attempt after a transient failure: the pool's
+    sessions may be broken, on a server that went away, or read-only for good (a session keeps
+    the ``default_transaction_read_only`` it started with, and the pool reopens idle sessions
+    while an outage lasts)."""
+    if fresh:
+        await pool.expire_connections()
+    async with pool.acquire() as conn:
+        # The pool's proxy forwards every method of the connection it holds.
+        yield cast(asyncpg.Connection, conn)
+
+
 async def check_schema(pool: asyncpg.Pool, settings: Settings) -> None:
     """Raise FatalError unless the database is at the migrations' head."""
     from consumer.migrate import head_revision  # Alembic only when starting
 
     head = head_revision()
     try:
-        async with pool.acquire() as conn:
+        async with acquire(pool) as conn:
             current = await conn.fetchval(REVISION.sql)
     except asyncpg.UndefinedTableError:
         current = None
@@ -57,3 +75,45 @@ async def check_schema(pool: asyncpg.Pool, settings: Settings) -> None:
             f"the database at {settings.database.redacted_url} is at schema revision "
             f"{current or 'none'}, the sink needs {head}: run `omnisink migrate` first."
         )
+
+
+def startup_deadline(settings: Settings) -> Deadline:
+    """The start-up's budget, from now; past it the last error exits 2 saying what to do."""
+    budget = settings.startup_timeout_s
+
+    def gave_up(exc: BaseException) -> str:
+        return f"{explain(exc, settings)} (gave up after {budget:g} s: OMNISINK_STARTUP_TIMEOUT_S)"
+
+    return Deadline(time.monotonic() + budget, gave_up)
+
+
+def explain(exc: BaseException, settings: Settings) -> str:
+    """What a person does about a database error the sink cannot run past, naming the setting
+    to fix; never the password."""
+    url = settings.database.redacted_url
+    state = str(getattr(exc, "sqlstate", None) or "")
+    if isinstance(exc, FatalError):
+        text = str(exc)
+    elif state.startswith("28"):
+        text = (
+            f"PostgreSQL at {url} refused the sink's login: {exc}. "
+            "Check the user and password in OMNISINK_DATABASE_URL."
+        )
+    elif state.startswith("3D"):
+        text = (
+            f"the database of {url} does not exist: {exc}. Check the database name in "
+            "OMNISINK_DATABASE_URL, or create the database and run `omnisink migrate`."
+        )
+    elif state.startswith(("3F", "42P01")):
+        text = (
+            f"the database at {url} lacks the sink's schema: {exc}. "
+            "Run `omnisink migrate` (OMNISINK_DATABASE_URL names the database)."
+        )
+    else:
+        text = (
+            f"cannot connect to PostgreSQL at {url}: {type(exc).__name__}: {exc}. "
+            "Check OMNISINK_DATABASE_URL and that the server is running and accepts "
+            "connections."
+        )
+    password = urlsplit(settings.database.url.get_secret_value()).password
+    return text.replace(password, "***") if password else text

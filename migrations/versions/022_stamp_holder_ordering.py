@@ -24,14 +24,14 @@ The downgrade drops the index and the columns.
 
 
 Revision ID: 022
-Revises: 020
+Revises: 021
 """
 
 from alembic import op
 
 revision = "022"
 # 021 is written beside this step; the history is re-chained onto it when both are in.
-down_revision = "020"
+down_revision = "021"
 branch_labels = None
 depends_on = None
 

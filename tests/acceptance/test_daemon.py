@@ -232,7 +232,13 @@ async def test_a_fatal_problem_exits_2_with_what_to_do(
     name = f"omnisink_e_{uuid.uuid4().hex[:8]}"
     await create_database(pg_server.url, name)
     try:
-        env = sink_env(url or with_database(pg_server.url, name), kafka_server.url, "fatal")
+        # A short start-up budget: what persists past it is fatal (the default waits 60 s).
+        env = sink_env(
+            url or with_database(pg_server.url, name),
+            kafka_server.url,
+            "fatal",
+            OMNISINK_STARTUP_TIMEOUT_S="2",
+        )
         done = await asyncio.to_thread(
             subprocess.run,
             [sys.executable, "-m", "consumer.cli", "run"],
@@ -246,6 +252,8 @@ async def test_a_fatal_problem_exits_2_with_what_to_do(
     assert done.returncode == 2, done.stderr.decode()[-2000:]
     stderr = done.stderr.decode()
     assert says in stderr
+    assert "OMNISINK_STARTUP_TIMEOUT_S" in stderr
+    assert "Traceback" not in stderr
     assert "s3cret" not in stderr + done.stdout.decode()
 
 

@@ -226,7 +226,9 @@ async def test_an_unmigrated_database_is_fatal_with_a_fix(
     await create_database(pg_server.url, name)
     try:
         worker = Worker(
-            sink_settings(with_database(pg_server.url, name), kafka_server.url, "g"),
+            sink_settings(
+                with_database(pg_server.url, name), kafka_server.url, "g", startup_timeout_s=1
+            ),
             install_signal_handlers=False,
         )
         with pytest.raises(FatalError, match="omnisink migrate"):

@@ -1,23 +1,44 @@
-"""The names the contract fixes are declared once (handlers/contract.py); the migration's
+"""The names the contract fixes are declared once (handlers/contract.py); the migrations'
 CHECK, which must keep its own copy, lists the same dead-letter kinds."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 from handlers.contract import DEAD_LETTER_KINDS, RejectKind
 
-MIGRATION = Path(__file__).resolve().parents[2] / "migrations/versions/013_sink_bookkeeping.py"
+VERSIONS = Path(__file__).resolve().parents[2] / "migrations/versions"
 
 
-def test_the_dead_letter_check_lists_the_contracts_kinds() -> None:
-    spec = importlib.util.spec_from_file_location("m013", MIGRATION)
+def _load(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"migration_{path.stem}", path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert tuple(module.ERROR_KINDS) == DEAD_LETTER_KINDS
+    return module
+
+
+def _check_as_migrated() -> tuple[str, tuple[str, ...]]:
+    """The last step, in revision order, that defines the dead-letter CHECK (ERROR_KINDS)."""
+    steps = {module.revision: module for module in map(_load, VERSIONS.glob("[0-9]*.py"))}
+    order: list[ModuleType] = []
+    head = set(steps) - {m.down_revision for m in steps.values()}
+    assert len(head) == 1, f"one head, not {sorted(head)}"
+    revision: str | None = head.pop()
+    while revision is not None:
+        order.append(steps[revision])
+        revision = steps[revision].down_revision
+    defining = [m for m in order if hasattr(m, "ERROR_KINDS")]
+    assert defining, "no migration defines the dead-letter kinds"
+    return defining[0].revision, tuple(defining[0].ERROR_KINDS)
+
+
+def test_the_dead_letter_check_lists_the_contracts_kinds() -> None:
+    revision, kinds = _check_as_migrated()
+    assert kinds == DEAD_LETTER_KINDS, f"migration {revision}'s CHECK"
 
 
 def test_every_reject_kind_is_a_dead_letter_kind() -> None:
