@@ -10,6 +10,7 @@ from handlers.base import Counts
 def _outcome(counts: Counts) -> Outcome:
     return Outcome(
         records=0,
+        records_by_topic={},
         written=[],
         duplicates=[],
         dead_letters=[],
