@@ -15,7 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 from aiokafka.structs import OffsetAndMetadata
 
-from consumer.errors import FatalError
+from consumer.errors import FatalError, classify
 from consumer.settings import Settings
 from handlers.contract import DLQ_SUFFIX
 
@@ -69,6 +69,27 @@ def group_consumer(settings: Settings) -> AIOKafkaConsumer:
         metadata_max_age_ms=s.kafka.metadata_max_age_ms,
         max_partition_fetch_bytes=max(1024 * 1024, s.max_message_bytes + 64 * 1024),
     )
+
+
+def group_clients(settings: Settings, listener: Any) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+    """The daemon's group member, subscribed, and its dead-letter producer (not started)."""
+    consumer = group_consumer(settings)
+    subscribe(consumer, settings, listener)
+    return consumer, dead_letter_producer(settings)
+
+
+async def start(consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, settings: Settings) -> None:
+    """Start both; brokers that cannot be reached are a FatalError naming the setting."""
+    try:
+        await producer.start()
+        await consumer.start()
+    except Exception as exc:
+        if classify(exc) == "transient":
+            raise FatalError(
+                f"cannot reach the Kafka brokers at {settings.kafka.bootstrap_servers}: {exc}. "
+                "Check OMNISINK_KAFKA_BOOTSTRAP_SERVERS."
+            ) from exc
+        raise
 
 
 def dead_letter_producer(settings: Settings) -> AIOKafkaProducer:

@@ -222,24 +222,13 @@ class Worker:
         await self.retrier.run(
             "check_schema", lambda: database.check_schema(pool, s), deadline=deadline
         )
-        self._consumer = kafka.group_consumer(s)
-        self._producer = kafka.dead_letter_producer(s)
+        self._consumer, self._producer = kafka.group_clients(s, Listener(self))
         self._dlq = Publisher(
             self._producer,
             s.group_id,
             topics=lambda wanted: kafka.ensure_dead_letter_topics(s, wanted),
         )
-        kafka.subscribe(self._consumer, s, Listener(self))
-        try:
-            await self._producer.start()
-            await self._consumer.start()
-        except Exception as exc:
-            if is_transient(exc):
-                raise FatalError(
-                    f"cannot reach the Kafka brokers at {s.kafka.bootstrap_servers}: {exc}. "
-                    "Check OMNISINK_KAFKA_BOOTSTRAP_SERVERS."
-                ) from exc
-            raise
+        await kafka.start(self._consumer, self._producer, s)
         self._beat(started=True)
         log.info(
             "worker.started",
