@@ -51,10 +51,16 @@ async def end_offsets(settings: Settings, tps: list[TopicPartition]) -> tuple[Of
         deadline = time.monotonic() + PROBE_TIMEOUT_S
         while any(probe.highwater(tp) is None for tp in tps) and time.monotonic() < deadline:
             await probe.getmany(timeout_ms=200)
+        # No fallback to ListOffsets alone: it can answer short of the end. A partition whose
+        # high watermark was not seen is left out, and probed again at the next check.
         unseen = [tp for tp in tps if probe.highwater(tp) is None]
         if unseen:
             log.warning("drain.no_high_watermark", partitions=[str(tp) for tp in unseen])
-        ends = {tp: max(listed.get(tp, 0), probe.highwater(tp) or 0) for tp in tps}
+        ends = {
+            tp: max(listed.get(tp, 0), highwater)
+            for tp in tps
+            if (highwater := probe.highwater(tp)) is not None
+        }
         return starts, ends
     finally:
         await probe.stop()
@@ -70,6 +76,7 @@ class Drain:
         self.starts: Offsets = {}
         self.targets: Offsets | None = None
         self.stored: Offsets = {}
+        self.planned: list[TopicPartition] = []
         self._checked_at = 0.0
 
     @property
@@ -83,6 +90,7 @@ class Drain:
             for topic in consumer.subscription()
             for partition in consumer.partitions_for_topic(topic) or ()
         )
+        self.planned = tps
         self.starts, self.targets = await end_offsets(self.settings, tps)
         log.info(
             "drain.planned",
@@ -104,6 +112,12 @@ class Drain:
             return False  # the subscription is resolved once the group has assigned
         if self.targets is None:
             await self.plan(consumer)
+        elif unseen := [tp for tp in self.planned if tp not in self.targets]:
+            starts, ends = await end_offsets(self.settings, unseen)
+            self.starts.update(starts)
+            self.targets.update(ends)
+        if self.targets is None or len(self.targets) < len(self.planned):
+            return False  # some partition's end is not known yet
         if time.monotonic() - self._checked_at < CHECK_EVERY_S:
             return False
         self._checked_at = time.monotonic()
