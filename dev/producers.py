@@ -106,6 +106,40 @@ def iso(at: datetime) -> str:
     return at.isoformat()
 
 
+def bridge_envelope(
+    event_type: str,
+    payload: dict[str, Any],
+    *,
+    event_id: str,
+    at: datetime,
+    source_node_id: str,
+    correlation_id: str | None,
+    partition_key: str | None,
+    metadata: dict[str, Any],
+    source_instance: str | None = None,
+) -> dict[str, Any]:
+    """The bridge's ModelOnexEnvelopeV1 as ``model_dump(mode="json")`` gives it, fields in
+    declaration order (producers.md, section 1)."""
+    return {
+        "envelope_version": "1.0",
+        "event_id": event_id,
+        "event_type": event_type,
+        "event_version": "1.0",
+        "event_timestamp": iso(at),
+        "source_node_id": source_node_id,
+        "source_service": "omninode-bridge",
+        "source_version": "1.0.0",
+        "source_instance": source_instance,
+        "correlation_id": correlation_id,
+        "causation_id": None,
+        "environment": "development",
+        "region": None,
+        "partition_key": partition_key,
+        "payload": payload,
+        "metadata": metadata,
+    }
+
+
 def content_hash(content: str) -> str:
     """64 hex digits standing for the content's BLAKE3 hash (not in the standard library):
     the same content always gives the same hash, as re-stamping unchanged files needs."""
@@ -259,24 +293,17 @@ class Producers:
     ) -> ProducerRecord:
         """A ModelOnexEnvelopeV1 through the bridge KafkaClient."""
         event_id = self.uuid()
-        envelope = {
-            "envelope_version": "1.0",
-            "event_id": event_id,
-            "event_type": event_type,
-            "event_version": "1.0",
-            "event_timestamp": iso(at),
-            "source_node_id": source_node_id,
-            "source_service": "omninode-bridge",
-            "source_version": "1.0.0",
-            "source_instance": source_instance,
-            "correlation_id": correlation_id,
-            "causation_id": None,
-            "environment": "development",
-            "region": None,
-            "partition_key": partition_key,
-            "payload": payload,
-            "metadata": metadata,
-        }
+        envelope = bridge_envelope(
+            event_type,
+            payload,
+            event_id=event_id,
+            at=at,
+            source_node_id=source_node_id,
+            correlation_id=correlation_id,
+            partition_key=partition_key,
+            metadata=metadata,
+            source_instance=source_instance,
+        )
         key = partition_key or correlation_id or source_node_id or event_id
         return self._record(topic, key, envelope, at)
 

@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from consumer.store import batch
+from dev import producers
 from handlers.base import Event, Handler
 from handlers.envelope import Envelope
 from handlers.registry import resolve
@@ -87,26 +88,18 @@ def bridge_envelope(
     metadata: dict[str, Any],
     source_instance: str | None = None,
 ) -> dict[str, Any]:
-    """The bridge's ModelOnexEnvelopeV1 as ``model_dump(mode="json")`` gives it, fields in
-    declaration order (/work/shared/design/producers.md, section 1)."""
-    return {
-        "envelope_version": "1.0",
-        "event_id": str(uuid.uuid4()),
-        "event_type": event_type,
-        "event_version": "1.0",
-        "event_timestamp": when.isoformat(),
-        "source_node_id": source_node_id,
-        "source_service": "omninode-bridge",
-        "source_version": "1.0.0",
-        "source_instance": source_instance,
-        "correlation_id": correlation_id,
-        "causation_id": None,
-        "environment": "development",
-        "region": None,
-        "partition_key": partition_key,
-        "payload": payload,
-        "metadata": metadata,
-    }
+    """The bridge's envelope (dev/producers.py), with a fresh event id."""
+    return producers.bridge_envelope(
+        event_type,
+        payload,
+        event_id=str(uuid.uuid4()),
+        at=when,
+        source_node_id=source_node_id,
+        correlation_id=correlation_id,
+        partition_key=partition_key,
+        metadata=metadata,
+        source_instance=source_instance,
+    )
 
 
 def node_record(
