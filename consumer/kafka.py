@@ -234,11 +234,20 @@ async def poll_paused(
     beat: Callable[[], None],
 ) -> None:
     """Poll for ``seconds`` with the partitions paused: returns nothing, but keeps the member
-    inside ``max.poll.interval.ms`` and lets rebalances run."""
+    inside ``max.poll.interval.ms`` and lets rebalances run.
+
+    A partition assigned while the fault lasts has no position yet (its offset is in
+    PostgreSQL, which may be the thing that is away), and the client says so on every poll;
+    that is expected here and waited out. The same goes for a partition found past its log:
+    both are raised again by the first fetch after the wait, where the sink handles them."""
     deadline = time.monotonic() + seconds
     while not stopping():
         remaining_ms = int((deadline - time.monotonic()) * 1000)
         if remaining_ms <= 0:
             break
-        await consumer.getmany(timeout_ms=min(remaining_ms, 500))
+        try:
+            await consumer.getmany(timeout_ms=min(remaining_ms, 500))
+        except (NoOffsetForPartitionError, OffsetOutOfRangeError):
+            # Returned at once: wait out the poll's share of the time instead of spinning.
+            await asyncio.sleep(min(remaining_ms, 500) / 1000)
         beat()

@@ -345,14 +345,28 @@ async def test_metrics_and_health_show_progress_and_the_circuit_breaker(
         await asyncio.wait_for(run, 30)
 
 
+@pytest.mark.parametrize("cut_when", ["assigned", "assigning"])
 async def test_an_outage_longer_than_the_poll_interval_keeps_the_group(
-    kafka_server: Service, db_url: str, db: asyncpg.Connection, topic_factory: TopicFactory
+    kafka_server: Service,
+    db_url: str,
+    db: asyncpg.Connection,
+    topic_factory: TopicFactory,
+    cut_when: str,
 ) -> None:
+    # "assigning": the database goes away as the group assigns the partitions, so their
+    # offsets cannot be read and they have no position while the sink waits.
     topic = await topic_factory("outage", partitions=2)
     target, proxied = postgres_target(db_url)
     proxy = Proxy(target)
     port = await proxy.start()
-    worker = Worker(
+
+    class CutOnAssign(Worker):
+        def assign(self, assigned: set[TopicPartition]) -> None:
+            if cut_when == "assigning":
+                proxy.cut()
+            super().assign(assigned)
+
+    worker = CutOnAssign(
         sink_settings(
             proxied.format(port=port),
             kafka_server.url,
@@ -375,7 +389,7 @@ async def test_an_outage_longer_than_the_poll_interval_keeps_the_group(
             await asyncio.sleep(0.1)
         proxy.cut()
         await _send(kafka_server.url, topic, [_event(i) for i in range(5)])
-        # The batch is retried for three poll intervals while the database is away.
+        # The batch (or the seek) is retried for three poll intervals while the database is away.
         await asyncio.sleep(9)
         assert worker.stats.retries >= 3
         assert await db.fetchval("SELECT count(*) FROM event_logs") == 0
