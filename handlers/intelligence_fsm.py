@@ -22,7 +22,8 @@ Decisions (event contract sections 3 and 4):
   ``correlation_id``. A row that no sink transition has set (a placeholder, or a row another
   writer created) has transition_event_id NULL, so any sink transition wins. created_at =
   the earliest event time of the entity (LEAST), so it is the same in every order.
-- **History is written by the sink**, one row per new FSM_STATE_TRANSITION event, because the
+- **History is written by the sink**, one row per FSM_STATE_TRANSITION event (an event whose
+  row is there already is not written again: ``omnisink replay --reapply``), because the
   seed's trigger records changes of current_state and, with set-based writes and late events,
   those are not the transitions (migration 017 turns the trigger off for the sink's
   transaction only). from/to/action/correlation are the event's, transitioned_at its time,
@@ -416,15 +417,24 @@ WITH n AS (
         fsm_type, entity_id, from_state, to_state, action, transitioned_at, event_id,
         correlation_id, metadata
     )
-), timeline AS (
+), held AS (
     SELECT h.id, h.fsm_type, h.entity_id, h.transitioned_at,
         (h.metadata->>'event_id')::uuid AS event_id
     FROM intelligence.fsm_state_history AS h
     WHERE (h.fsm_type, h.entity_id) IN (SELECT DISTINCT n.fsm_type, n.entity_id FROM n)
         AND h.metadata->>'event_id'
             ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+), fresh AS (
+    SELECT n.* FROM n
+    WHERE NOT EXISTS (
+        SELECT 1 FROM held
+        WHERE held.fsm_type = n.fsm_type AND held.entity_id = n.entity_id
+            AND held.event_id = n.event_id
+    )
+), timeline AS (
+    SELECT * FROM held
     UNION ALL
-    SELECT NULL, n.fsm_type, n.entity_id, n.transitioned_at, n.event_id FROM n
+    SELECT NULL, f.fsm_type, f.entity_id, f.transitioned_at, f.event_id FROM fresh AS f
 ), lagged AS (
     SELECT timeline.*,
         (EXTRACT(EPOCH FROM timeline.transitioned_at - lag(timeline.transitioned_at) OVER (
@@ -445,7 +455,7 @@ INSERT INTO intelligence.fsm_state_history (
 SELECT n.fsm_type, n.entity_id, n.from_state, n.to_state, n.action, n.transitioned_at,
     lagged.duration_ms, n.correlation_id, n.metadata, TRUE,
     (n.transitioned_at AT TIME ZONE 'UTC')::date
-FROM n JOIN lagged ON lagged.id IS NULL AND lagged.event_id = n.event_id
+FROM fresh AS n JOIN lagged ON lagged.id IS NULL AND lagged.event_id = n.event_id
 ORDER BY n.fsm_type, n.entity_id, n.transitioned_at, n.event_id
 """,
     name="intelligence_fsm.insert_history",
