@@ -22,6 +22,8 @@ class Stats:
     records: int = 0
     written: int = 0
     duplicates: int = 0
+    # Duplicates whose domain rows were written again (a replay's --reapply).
+    reapplied: int = 0
     dead_letters: int = 0
     unknown_types: int = 0
     retries: int = 0
@@ -44,6 +46,7 @@ class Stats:
         self.records += outcome.records
         self.written += len(outcome.written)
         self.duplicates += len(outcome.duplicates)
+        self.reapplied += len(outcome.reapplied)
         self.dead_letters += len(outcome.dead_letters)
         self.by_type.update(e.event_type for e in outcome.written)
         self.by_topic.update(outcome.records_by_topic)

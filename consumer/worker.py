@@ -2,8 +2,9 @@
 
 Who owns what (docs/architecture.md): the partition table and the rebalance listener are in
 consumer/partitions.py, retries and the circuit breaker in consumer/retry.py and
-consumer/breaker.py, the one batch write (and so the one place an offset is committed) in
-consumer/store/batch.py, health in consumer/health.py. This module only turns the loop.
+consumer/breaker.py, committing a batch with its retries in consumer/committer.py, the one
+batch write (and so the one place an offset is committed) in consumer/store/batch.py, health
+in consumer/health.py. This module only turns the loop.
 
 Shutdown (SIGTERM/SIGINT, ``stop()``): stop fetching, finish and commit the batch in hand,
 leave the group; if that takes longer than ``shutdown_grace_s`` the batch is cancelled (its
@@ -24,18 +25,17 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from consumer import kafka, lifecycle
-from consumer.breaker import CircuitBreaker, State
+from consumer.committer import Committer, database_retrier
 from consumer.deadletters import Publisher
 from consumer.drain import Drain
 from consumer.errors import FatalError, is_transient
 from consumer.health import HealthServer, Snapshot
-from consumer.metrics import BREAKER_STATES, Metrics
+from consumer.metrics import Metrics
 from consumer.partitions import Listener, Partitions
-from consumer.retry import Retrier
 from consumer.settings import Settings
 from consumer.stats import Stats
 from consumer.store import database, offsets
-from consumer.store.batch import Batch, Records, write_batch
+from consumer.store.batch import Outcome, Records
 from handlers import registry
 from handlers.base import Handler
 
@@ -61,7 +61,6 @@ class Worker:
             if handlers is not None
             else registry.configured(default_namespace=settings.default_namespace)
         )
-        self.until_caught_up = until_caught_up
         self.drain = Drain(settings, drain_timeout_s) if until_caught_up else None
         self.install_signal_handlers = install_signal_handlers
         self.stats = Stats()
@@ -73,27 +72,20 @@ class Worker:
         self._pool: asyncpg.Pool | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._dlq: Publisher | None = None
+        self._committer: Committer | None = None
         self._paused_for_retry = False
-        self._batch: Batch | None = None  # the batch in hand, for the log line of a crash
         self.http: HealthServer | None = None
         self.health = Snapshot(beat_at=time.monotonic())
-        self.breaker = CircuitBreaker(
-            "database",
-            failure_threshold=settings.breaker_failure_threshold,
-            recovery_s=settings.breaker_recovery_s,
-            half_open_calls=settings.breaker_half_open_calls,
-            on_change=self._breaker_changed,
-        )
-        self.metrics.breaker_state.labels("database").set(0)
-        self.retrier = Retrier(
-            self.breaker,
+        self.retrier = database_retrier(
+            settings,
+            self.stats,
+            self.metrics,
             stopping=self._stopping,
             sleep=self._sleep_polling,
-            on_retry=self._retried,
-            on_failing=self._failing,
-            explain=lambda exc: database.explain(exc, settings),
+            on_breaker=lambda state: self._update(breaker=state),
+            on_failing=lambda what: self._update(failing=what),  # not ready while it fails
         )
+        self.breaker = self.retrier.breaker
 
     @property
     def _kafka(self) -> AIOKafkaConsumer:
@@ -112,18 +104,8 @@ class Worker:
     def _beat(self, **changes: Any) -> None:
         self.health = self.health.beat(self.breaker.state.value, self._stopping.is_set(), **changes)
 
-    def _breaker_changed(self, name: str, state: State) -> None:
-        self.metrics.breaker_state.labels(name).set(BREAKER_STATES[state.value])
-        log.warning("circuit_breaker.changed", breaker=name, state=state.value)
-        self.health = dataclasses.replace(self.health, breaker=state.value)
-
-    def _retried(self, what: str) -> None:
-        self.stats.retries += 1
-        self.metrics.transient_errors.labels(what).inc()
-
-    def _failing(self, what: str | None) -> None:
-        # Not ready while the database (or the dead-letter topic) fails the write path.
-        self.health = dataclasses.replace(self.health, failing=what)
+    def _update(self, **changes: Any) -> None:
+        self.health = dataclasses.replace(self.health, **changes)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -132,7 +114,7 @@ class Worker:
         if not self._stopping.is_set():
             log.info("worker.stopping")
         self._stopping.set()
-        self.health = dataclasses.replace(self.health, stopping=True)
+        self._update(stopping=True)
 
     async def run(self) -> Stats:
         """Run until stopped (or caught up). A cancel of ``run`` is a graceful stop."""
@@ -163,7 +145,7 @@ class Worker:
                 "worker.crashed",
                 error_class=f"{type(exc).__module__}.{type(exc).__qualname__}",
                 error=str(exc),
-                **self._in_hand(),
+                **(self._committer.in_hand() if self._committer else {}),
             )
             raise
         finally:
@@ -201,15 +183,6 @@ class Worker:
             await self.retrier.run("offset_reset", lambda: self._reset(sorted(lost)))
         return self.drain is None or not await self._drained(self.drain)
 
-    def _in_hand(self) -> dict[str, Any]:
-        batch = self._batch
-        if batch is None:
-            return {}
-        firsts = {
-            f"{tp.topic}[{tp.partition}]": rs[0].offset for tp, rs in batch.records.items() if rs
-        }
-        return {"batch_records": batch.size, "batch_first_offsets": firsts}
-
     async def _start(self) -> None:
         s = self.settings
         # First, so /health/live answers (and /health/ready says 503) while the start waits
@@ -223,10 +196,26 @@ class Worker:
             "check_schema", lambda: database.check_schema(pool, s), deadline=deadline
         )
         self._consumer, self._producer = kafka.group_clients(s, Listener(self))
-        self._dlq = Publisher(
+        publisher = Publisher(
             self._producer,
             s.group_id,
             topics=lambda wanted: kafka.ensure_dead_letter_topics(s, wanted),
+        )
+        self._committer = Committer(
+            s,
+            self.handlers,
+            self.partitions,
+            group=s.group_id,
+            retrier=self.retrier,
+            connection=self._connection,
+            publisher=publisher,
+            stats=self.stats,
+            metrics=self.metrics,
+            stopping=self._stopping,
+            lock=self.batch_lock,
+            on_fenced=lambda tps: self._kafka.pause(*tps),
+            after_attempts=self._resume_after_retry,
+            on_committed=self._committed,
         )
         await kafka.start(self._consumer, self._producer, s)
         self._beat(started=True)
@@ -294,85 +283,19 @@ class Worker:
 
         return await self.retrier.run("load_offsets", load)
 
-    # -- fetch and write -------------------------------------------------------------------
+    # -- write (consumer/committer.py) ----------------------------------------------------
 
     async def _process(self, records: Records) -> None:
-        s = self.settings
-        batch = Batch.decode(
-            records, max_bytes=s.max_message_bytes, keep_unknown=s.unknown_events == "keep"
-        )
-        self._batch = batch
-        while True:
-            try:
-                await self.retrier.run("commit_batch", lambda: self._write(batch))
-                break
-            except offsets.OffsetFenced as fenced:
-                self.stats.fenced += 1
-                log.warning("batch.fenced", partitions=[str(tp) for tp in fenced.partitions])
-                self.partitions.fenced(fenced.partitions)
-                self._kafka.pause(*fenced.partitions)
-            except Exception as exc:
-                if not (self._stopping.is_set() and is_transient(exc)):
-                    raise
-                # Stopping while the database or broker is away: the batch rolled back and
-                # its records are read again by the next owner; nothing is lost.
-                log.warning("batch.abandoned_on_stop", error=str(exc))
-                return
-            finally:
-                self._resume_after_retry()
-        self._batch = None
+        if self._committer is None:
+            raise RuntimeError("the worker is not started")
+        if not await self._committer.commit(records):
+            return  # stopping while the database or broker is away: read again by the next owner
         for tp, lag in self.partitions.lag(self._kafka):
             self.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
         await kafka.commit_best_effort(self._kafka, self.partitions.expected())
 
-    async def _write(self, batch: Batch) -> None:
-        if self._dlq is None:
-            raise RuntimeError("the worker is not started")
-        # The lock is held per attempt, not across the waits between attempts, so a rebalance
-        # can revoke partitions while the database is away; the records of partitions revoked
-        # (or to be sought again) since the fetch belong to someone else now.
-        async with self.batch_lock:
-            batch.keep_only(self.partitions.sought())
-            if not batch.records:
-                return
-            first = min(r.offset for rs in batch.records.values() for r in rs)
-            with structlog.contextvars.bound_contextvars(
-                batch_records=batch.size,
-                batch_partitions=len(batch.records),
-                batch_first_offset=first,
-            ):
-                async with self._connection() as conn:
-                    outcome = await write_batch(
-                        conn,
-                        batch,
-                        self.handlers,
-                        group=self.settings.group_id,
-                        expected=self.partitions.expected(),
-                        publisher=self._dlq,
-                    )
-                self.partitions.committed(dict(outcome.next_offsets))
-                self.stats.add(outcome)
-                self.metrics.observe(outcome)
-                self._beat(last_commit_at=self.stats.last_commit_at)
-                log.info(
-                    "batch.committed",
-                    written=len(outcome.written),
-                    duplicates=len(outcome.duplicates),
-                    dead_letters=len(outcome.dead_letters),
-                    duration_ms=round(outcome.took_s * 1000, 1),
-                )
-                for letter in outcome.dead_letters:
-                    if letter.kind == "internal":
-                        # A bug met on one record, which moved on: loud, once per record.
-                        topic, partition, offset = letter.source
-                        log.error(
-                            "dead_letter.internal",
-                            topic=topic,
-                            partition=partition,
-                            offset=offset,
-                            error_class=letter.error_class,
-                            error=letter.message,
-                        )
+    def _committed(self, outcome: Outcome) -> None:
+        self._beat(last_commit_at=self.stats.last_commit_at)
 
     # -- waiting out a fault (consumer/retry.py) -----------------------------------------------
 

@@ -34,7 +34,7 @@ Halves are written in order, so the rest of the batch still commits in order.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -74,8 +74,11 @@ class BatchResult:
 
     # Events written for the first time (event_logs row and domain rows).
     new: list[Event] = field(default_factory=list)
-    # Events already in event_logs: duplicates, replays, redeliveries. Nothing was written.
+    # Events already in event_logs: duplicates, replays, redeliveries. Nothing was written,
+    # unless their family is re-applied (below).
     duplicates: list[Event] = field(default_factory=list)
+    # Duplicates whose domain rows were written again (``reapply``: a backfill after a fix).
+    reapplied: list[Event] = field(default_factory=list)
     # Events that can never be written, with the reason; nothing about them was written.
     rejected: list[tuple[Event, Reason]] = field(default_factory=list)
     # What the handlers counted in the attempts that were written (re-stamps).
@@ -175,6 +178,7 @@ class Outcome:
     next_offsets: Mapping[TopicPartition, int]
     took_s: float
     counts: Counts = field(default_factory=Counts)
+    reapplied: list[Event] = field(default_factory=list)
 
 
 async def write_batch(
@@ -185,8 +189,14 @@ async def write_batch(
     group: str,
     expected: Mapping[TopicPartition, int],
     publisher: Publisher,
+    reapply: Collection[str] = (),
 ) -> Outcome:
     """Write the batch and move its offsets, in one transaction (module docstring).
+
+    ``group`` owns the offsets: the consumer group, or a replay's own name. ``reapply`` names
+    handler families that are handed every event of the batch, not only the new ones, so
+    their rows are written again from events ``event_logs`` already holds; every family is
+    idempotent and order-tolerant, so this leaves the tables as a clean run would.
 
     ``expected`` is the next offset this member last saw per partition (the fence). Raises
     ``offsets.OffsetFenced`` when another member moved one (nothing is written), and whatever
@@ -195,7 +205,7 @@ async def write_batch(
     started = time.monotonic()
     next_offsets = batch.next_offsets
     async with conn.transaction():
-        result = await write_events(conn, batch.events, handlers)
+        result = await write_events(conn, batch.events, handlers, reapply)
         dead = batch.refused + [batch.letter(e, reject) for e, reject in result.rejected]
         if dead:
             # Durable on the broker before the offset can move past them.
@@ -215,6 +225,7 @@ async def write_batch(
         next_offsets=next_offsets,
         took_s=time.monotonic() - started,
         counts=result.counts,
+        reapplied=result.reapplied,
     )
 
 
@@ -257,19 +268,27 @@ def route(
 
 
 async def write_events(
-    conn: asyncpg.Connection, events: Sequence[Event], handlers: Sequence[Handler[Any]]
+    conn: asyncpg.Connection,
+    events: Sequence[Event],
+    handlers: Sequence[Handler[Any]],
+    reapply: Collection[str] = (),
 ) -> BatchResult:
     """Write the events' ``event_logs`` and domain rows inside the caller's transaction, each
-    attempt in a savepoint (module docstring); no dead letters, no offsets."""
+    attempt in a savepoint (module docstring); no dead letters, no offsets. The handlers
+    named in ``reapply`` also get the events ``event_logs`` already held."""
     by_handler, rejected, kept, repeats = route(events, handlers)
     result = BatchResult(rejected=rejected)
-    new_ids = await _write_part(conn, kept, by_handler, handlers, result)
+    again = frozenset(i for i, h in enumerate(handlers) if h.name in reapply)
+    new_ids = await _write_part(conn, kept, by_handler, handlers, result, again=again)
     # Records, not event ids: a refused record and a valid one may share an id (see route).
     refused = {id(e): reason for e, reason in result.rejected}
     reasons = {e.event_id: refused[id(e)] for e in kept if id(e) in refused}
     kept = [e for e in kept if id(e) not in refused]
     result.new = [e for e in kept if e.event_id in new_ids]
     result.duplicates = [e for e in kept if e.event_id not in new_ids]
+    if again:
+        types = frozenset().union(*(handlers[i].event_types for i in again))
+        result.reapplied = [e for e in result.duplicates if e.event_type in types]
     for repeat in repeats:
         # A repeat of an event the database refused shares its fate, with its own dead letter.
         if repeat.event_id in reasons:
@@ -285,9 +304,12 @@ async def _write_part(
     by_handler: dict[int, list[Item[Any]]],
     handlers: Sequence[Handler[Any]],
     result: BatchResult,
+    *,
+    again: frozenset[int] = frozenset(),
 ) -> set[UUID]:
     """Write ``part`` in a savepoint; return the ids it wrote for the first time. The handlers'
-    counts of an attempt that is rolled back are dropped with it."""
+    counts of an attempt that is rolled back are dropped with it. The handlers whose index is
+    in ``again`` get every event of the part, new or not."""
     while part:
         ids = {e.event_id for e in part}
         counts = Counts()
@@ -298,7 +320,8 @@ async def _write_part(
                     items = [
                         i
                         for i in by_handler[index]
-                        if i.event.event_id in new_ids and i.event.event_id in ids
+                        if i.event.event_id in ids
+                        and (index in again or i.event.event_id in new_ids)
                     ]
                     if items:
                         counts += await handler.apply(conn, items) or Counts()
@@ -316,8 +339,12 @@ async def _write_part(
                 result.rejected.append((part[0], _constraint(exc)))
                 return set()
             middle = len(part) // 2
-            first = await _write_part(conn, part[:middle], by_handler, handlers, result)
-            return first | await _write_part(conn, part[middle:], by_handler, handlers, result)
+            first = await _write_part(
+                conn, part[:middle], by_handler, handlers, result, again=again
+            )
+            return first | await _write_part(
+                conn, part[middle:], by_handler, handlers, result, again=again
+            )
         else:
             result.counts += counts
             return new_ids
