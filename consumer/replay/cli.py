@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -27,11 +28,11 @@ app = typer.Typer(
 )
 
 
-def _run(work: Coroutine[Any, Any, None]) -> None:
+def _run(work: Coroutine[Any, Any, None], command: str = "replay") -> None:
     try:
         asyncio.run(work)
     except commands.ReplayError as exc:
-        typer.echo(f"omnisink replay: {exc}", err=True)
+        typer.echo(f"omnisink {command}: {exc}", err=True)
         raise typer.Exit(code=exc.exit_code) from exc
 
 
@@ -151,3 +152,80 @@ def list_(
 ) -> None:
     """Every replay: its status, ranges and how far it read."""
     _run(commands.list_replays(_settings(), as_json=as_json))
+
+
+# -- offsets (consumer/replay/offsets.py) ---------------------------------------------------
+
+offsets_app = typer.Typer(
+    name="offsets",
+    help="Where a consumer group reads from: the offsets PostgreSQL holds (the sink's own), "
+    "Kafka's committed offsets (lag tooling), the logs' bounds; reset both together.",
+    no_args_is_help=True,
+)
+
+
+@offsets_app.command("show")
+def offsets_show(
+    group: Annotated[
+        str | None, typer.Option("--group", help="The group (default: OMNISINK_GROUP_ID).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="A JSON list.")] = False,
+) -> None:
+    """Per partition: PostgreSQL's offset, Kafka's committed offset, log start and end, lag."""
+    from consumer.replay import offsets
+
+    _run(offsets.show(_settings(), group, as_json=as_json), "offsets")
+
+
+@offsets_app.command("reset")
+def offsets_reset(
+    *,
+    group: Annotated[str, typer.Option("--group", help="The group to move.")],
+    topic: Annotated[
+        list[str] | None,
+        typer.Option("--topic", help="Only this topic (repeatable; default: every topic)."),
+    ] = None,
+    to_earliest: Annotated[bool, typer.Option("--to-earliest", help="The log's start.")] = False,
+    to_latest: Annotated[bool, typer.Option("--to-latest", help="The log's end.")] = False,
+    to_offset: Annotated[int | None, typer.Option("--to-offset", help="This offset.")] = None,
+    to_time: Annotated[
+        str | None,
+        typer.Option(
+            "--to-time", metavar="ISO8601", help="The first record at or after this time."
+        ),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would move.")] = False,
+) -> None:
+    """Move the group's offsets in PostgreSQL and Kafka together; refused (exit 1, naming
+    them) while the group has members."""
+    from consumer.replay import offsets
+
+    try:
+        target = offsets.Target(
+            earliest=to_earliest,
+            latest=to_latest,
+            offset=to_offset,
+            time=parse_time(to_time) if to_time else None,
+        )
+    except (PlanError, commands.ReplayError) as exc:
+        typer.echo(f"omnisink offsets: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    _run(offsets.reset(_settings(), group, topic or [], target, dry_run=dry_run), "offsets")
+
+
+# -- produce (consumer/replay/produce.py) ---------------------------------------------------
+
+
+def produce(
+    file: Annotated[
+        Path, typer.Argument(help="JSON lines: envelopes, or {topic, key, value, headers}.")
+    ],
+    topic: Annotated[
+        str | None, typer.Option("--topic", help="The topic of lines that are envelopes.")
+    ] = None,
+) -> None:
+    """Publish records from a file (an archive restore, a demo), acks=all, keyed as the
+    producers key theirs where a line gives no key."""
+    from consumer.replay import produce as producing
+
+    _run(producing.produce(_settings(), file, topic), "produce")

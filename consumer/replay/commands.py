@@ -96,7 +96,7 @@ async def start(
     if dry_run:
         _report(replay, None, as_json=as_json, dry_run=True)
         return
-    async with _connection(settings) as conn:
+    async with connection(settings) as conn:
         try:
             await store.create(conn, replay)
         except ReplayExists as exc:
@@ -109,7 +109,7 @@ async def start(
 
 
 async def resume(settings: Settings, name: str, *, as_json: bool) -> None:
-    async with _connection(settings) as conn:
+    async with connection(settings) as conn:
         found = await store.load(conn, name)
     if not found:
         raise ReplayError(f"no replay named {name} (`omnisink replay list`)", 2)
@@ -117,7 +117,7 @@ async def resume(settings: Settings, name: str, *, as_json: bool) -> None:
 
 
 async def list_replays(settings: Settings, *, as_json: bool) -> None:
-    async with _connection(settings) as conn:
+    async with connection(settings) as conn:
         replays = await store.load(conn)
         at = await store.positions(conn)
     rows = []
@@ -187,7 +187,7 @@ async def _run(settings: Settings, replay: Replay, *, as_json: bool) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+async def connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     """The operator commands' connection (consumer/dlq/queries.py), its failures exit 2."""
     try:
         async with queries.connect(settings) as conn:

@@ -106,8 +106,10 @@ async def ranges(
             "the brokers did not report the end of "
             + ", ".join(f"{tp.topic}[{tp.partition}]" for tp in unseen)
         )
-    first = await _at(consumer, tps, bounds.from_time, starts, ends) if bounds.from_time else {}
-    last = await _at(consumer, tps, bounds.to_time, starts, ends) if bounds.to_time else {}
+    first = (
+        await first_at(consumer, tps, bounds.from_time, starts, ends) if bounds.from_time else {}
+    )
+    last = await first_at(consumer, tps, bounds.to_time, starts, ends) if bounds.to_time else {}
     out = []
     for tp in tps:
         begin, end = starts.get(tp, 0), ends[tp]
@@ -129,7 +131,7 @@ async def ranges(
     return out
 
 
-async def _at(
+async def first_at(
     consumer: AIOKafkaConsumer,
     tps: list[TopicPartition],
     at: datetime,

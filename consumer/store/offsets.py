@@ -61,6 +61,25 @@ RETURNING topic, kafka_partition
 )
 
 
+# ``omnisink offsets reset`` (consumer/replay/offsets.py): unconditional, with the group stopped.
+RESET = Sql(
+    """
+INSERT INTO omnisink.consumer_offsets AS o
+    (consumer_group, topic, kafka_partition, next_offset, updated_at)
+SELECT $1, g.topic, g.kafka_partition, g.next_offset, now()
+FROM unnest($2::text[], $3::int[], $4::bigint[]) AS g(topic, kafka_partition, next_offset)
+ON CONFLICT (consumer_group, topic, kafka_partition) DO UPDATE
+    SET next_offset = EXCLUDED.next_offset, updated_at = EXCLUDED.updated_at
+""",
+    name="offsets.reset",
+)
+
+GROUP_TOPICS = Sql(
+    "SELECT DISTINCT topic FROM omnisink.consumer_offsets WHERE consumer_group = $1",
+    name="offsets.group_topics",
+)
+
+
 class OffsetFenced(Exception):  # noqa: N818 - a normal outcome of a rebalance race
     """Another consumer moved these partitions' offsets; the batch must not commit."""
 
@@ -106,3 +125,17 @@ async def store(
     moved = {TopicPartition(r["topic"], r["kafka_partition"]) for r in rows}
     if len(moved) != len(tps):
         raise OffsetFenced(set(tps) - moved)
+
+
+async def reset(
+    conn: asyncpg.Connection, group: str, next_offsets: Mapping[TopicPartition, int]
+) -> None:
+    """Set the group's next offsets, whatever they were (the group must be stopped)."""
+    tps = list(next_offsets)
+    await conn.execute(
+        RESET.sql,
+        group,
+        [tp.topic for tp in tps],
+        [tp.partition for tp in tps],
+        [next_offsets[tp] for tp in tps],
+    )

@@ -41,9 +41,9 @@ class Result:
     stderr: str
 
 
-async def omnisink(db_url: str, servers: str, *args: str) -> Result:
+async def omnisink(db_url: str, servers: str, *args: str, **extra: str) -> Result:
     """``omnisink ARGS`` in a process of its own (as an operator runs it)."""
-    env = sink_env(db_url, servers, "unused", OMNISINK_BATCH_MAX_RECORDS="300")
+    env = sink_env(db_url, servers, "unused", OMNISINK_BATCH_MAX_RECORDS="300", **extra)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -58,10 +58,10 @@ async def omnisink(db_url: str, servers: str, *args: str) -> Result:
     return Result(proc.returncode, out.decode(), err.decode())
 
 
-def summary(result: Result) -> dict[str, Any]:
+def summary(result: Result) -> Any:
+    """The command's JSON output, once it exited 0."""
     assert result.exit_code == 0, (result.exit_code, result.stdout, result.stderr[-3000:])
-    out: dict[str, Any] = orjson.loads(result.stdout)
-    return out
+    return orjson.loads(result.stdout)
 
 
 async def consume(db_url: str, servers: str, topics: list[str], group: str) -> None:
@@ -372,3 +372,94 @@ async def test_the_live_daemon_goes_on_beside_a_replay(kafka_server: Service, db
     finally:
         worker.stop()
         await asyncio.wait_for(run, 30)
+
+
+async def test_offsets_reset_to_earliest_rereads_everything_and_refuses_a_live_group(
+    kafka_server: Service, db_url: str
+) -> None:
+    stream = sample.generate(800, env=f"r{uuid.uuid4().hex[:8]}", seed=34)
+    await produce(kafka_server.url, stream.records, partitions=2)
+    group = f"reset-{uuid.uuid4().hex[:6]}"
+    topics = {"OMNISINK_TOPICS": ",".join(stream.topics)}
+    await consume(db_url, kafka_server.url, stream.topics, group)
+    before = await dump(db_url)
+
+    shown = summary(
+        await omnisink(
+            db_url, kafka_server.url, "offsets", "show", "--group", group, "--json", **topics
+        )
+    )
+    assert {r["topic"] for r in shown} == set(stream.topics)
+    assert len(shown) == 2 * len(stream.topics)
+    assert sum(r["log_end"] for r in shown) == len(stream.records)
+    for r in shown:  # a partition no record went to has no offset in PostgreSQL
+        assert (r["stored_offset"], r["lag"]) == (
+            (r["log_end"], 0) if r["log_end"] else (None, None)
+        ), r
+
+    # A live member would overwrite a reset with its next batch: refused, naming it.
+    settings = sink_settings(db_url, kafka_server.url, group, topics=stream.topics)
+    worker = Worker(settings, install_signal_handlers=False)
+    run = asyncio.create_task(worker.run())
+    try:
+        while worker.stats.assignments < 1:
+            assert not run.done(), run
+            await asyncio.sleep(0.1)
+        refused = await omnisink(
+            db_url,
+            kafka_server.url,
+            "offsets",
+            "reset",
+            "--group",
+            group,
+            "--to-earliest",
+            **topics,
+        )
+        assert refused.exit_code == 1, (refused.stdout, refused.stderr)
+        assert "member" in refused.stderr
+    finally:
+        worker.stop()
+        await asyncio.wait_for(run, 30)
+    conn = await asyncpg.connect(db_url)
+    try:
+        held = await conn.fetchval(
+            "SELECT sum(next_offset) FROM omnisink.consumer_offsets WHERE consumer_group = $1",
+            group,
+        )
+        assert held == len(stream.records), "the refused reset moved nothing"
+    finally:
+        await conn.close()
+
+    deadline = time.monotonic() + 60
+    while True:  # the member has left the group (a graceful stop leaves at once)
+        moved = await omnisink(
+            db_url,
+            kafka_server.url,
+            "offsets",
+            "reset",
+            "--group",
+            group,
+            "--to-earliest",
+            **topics,
+        )
+        if moved.exit_code != 1 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1)
+    assert moved.exit_code == 0, (moved.stdout, moved.stderr)
+    shown = summary(
+        await omnisink(
+            db_url, kafka_server.url, "offsets", "show", "--group", group, "--json", **topics
+        )
+    )
+    assert all(r["stored_offset"] == r["log_start"] == r["committed_offset"] for r in shown), shown
+
+    # The daemon re-reads everything and changes no table.
+    again = Worker(
+        sink_settings(db_url, kafka_server.url, group, topics=stream.topics),
+        until_caught_up=True,
+        install_signal_handlers=False,
+    )
+    await asyncio.wait_for(again.run(), 300)
+    assert again.stats.records == len(stream.records)
+    assert again.stats.duplicates == len(stream.records)
+    assert await dump(db_url) == before
