@@ -8,7 +8,9 @@ One sample stream (dev/sample.py) is produced once; then, each into a fresh data
    the stream and reported as a rate;
 3. **COPY ceiling**: every row the sink left, in every data table, written back with
    PostgreSQL's ``COPY`` into an empty database (no Kafka, no decoding, no conflict
-   handling): the fastest those same rows can be written.
+   handling): the fastest those same rows can be written;
+4. **replay**: ``omnisink replay`` of the same topics from the beginning (partitions assigned
+   by hand, the daemon's commit), into a fresh database.
 
 Rates are distinct events per second; the sink's is from its first record to its last
 commit (the group join is excluded, and reported). Prints a table and a Markdown row block
@@ -21,18 +23,25 @@ import argparse
 import asyncio
 import os
 import platform
+import shutil
+import subprocess
 import sys
 import time
 import uuid
 from dataclasses import dataclass
 
 import asyncpg
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from rich.console import Console
 from rich.table import Table
 
 from consumer import logs, migrate
+from consumer.replay import plan, store
+from consumer.replay.plan import Bounds
+from consumer.replay.run import Replayer, replay_consumer
+from consumer.replay.store import Replay
 from consumer.settings import DatabaseSettings, KafkaSettings, Settings
 from consumer.store import batch
 from consumer.worker import Worker
@@ -176,6 +185,31 @@ async def run_copy_ceiling(source_url: str, target_url: str) -> Result:
     return Result("COPY ceiling (the same rows)", events, seconds, f"{total:,} rows in all")
 
 
+async def run_replay(db_url: str, servers: str, topics: list[str]) -> Result:
+    """A replay of every topic from the beginning, timed from its first record to its last
+    commit, as the sink's is."""
+    settings = _settings(db_url, servers, "unused", topics)
+    consumer = replay_consumer(settings)
+    await consumer.start()
+    try:
+        ranges = await plan.ranges(consumer, settings, topics, [], Bounds(from_beginning=True))
+    finally:
+        await consumer.stop()
+    replay = Replay(name=f"bench-{uuid.uuid4().hex[:6]}", ranges=tuple(ranges))
+    conn = await asyncpg.connect(db_url)
+    try:
+        await store.create(conn, replay)
+    finally:
+        await conn.close()
+    replayer = Replayer(settings, replay, install_signal_handlers=False)
+    progress = await replayer.run()
+    stats = progress.stats
+    first, last = stats.first_record_at or 0.0, stats.last_commit_at or 0.0
+    return Result(
+        "replay (omnisink replay)", stats.written, last - first, f"{stats.batches} batches"
+    )
+
+
 def _plain(value: object) -> object:
     """A value as COPY takes it back: an array of composites (``omnisink.lease_key[]``) comes
     out as asyncpg Records, which go back in as tuples (asyncpg reads a nested tuple as a
@@ -188,7 +222,7 @@ def _plain(value: object) -> object:
 async def bench(
     pg_url: str, servers: str, events: int, naive_limit: int, console: Console
 ) -> list[Result]:
-    """Produce a stream of ``events`` and measure [COPY ceiling, sink, naive] on it."""
+    """Produce a stream of ``events`` and measure [COPY ceiling, sink, naive, replay] on it."""
     stream = sample.generate(events, env=f"bench{uuid.uuid4().hex[:6]}")
     started = time.monotonic()
     await sample.produce(servers, stream.records)
@@ -196,12 +230,14 @@ async def bench(
         f"produced {len(stream.records):,} records ({stream.distinct_events:,} distinct "
         f"events) in {time.monotonic() - started:.1f} s"
     )
-    names = [f"bench_{what}_{uuid.uuid4().hex[:8]}" for what in ("sink", "naive", "copy")]
-    sink_db, naive_db, copy_db = [await _database(pg_url, name) for name in names]
+    kinds = ("sink", "naive", "copy", "replay")
+    names = [f"bench_{what}_{uuid.uuid4().hex[:8]}" for what in kinds]
+    sink_db, naive_db, copy_db, replay_db = [await _database(pg_url, name) for name in names]
     try:
         sink = await run_sink(sink_db, servers, stream.topics)
         naive = await run_naive(naive_db, servers, stream.topics, naive_limit)
         ceiling = await run_copy_ceiling(sink_db, copy_db)
+        replayed = await run_replay(replay_db, servers, stream.topics)
     finally:
         conn = await asyncpg.connect(pg_url)
         try:
@@ -209,7 +245,7 @@ async def bench(
                 await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await conn.close()
-    return [ceiling, sink, naive]
+    return [ceiling, sink, naive, replayed]
 
 
 async def _main(events: int, naive_limit: int, console: Console) -> list[Result]:
@@ -233,15 +269,40 @@ def _report(console: Console, results: list[Result], events: int) -> None:
         console.print(f"| {r.name} | {r.events:,} | {r.seconds:.2f} | {r.rate:,.0f} | {r.note} |")
 
 
+def _write_json(results: list[Result], events: int, path: str) -> None:
+    """bench-results.json: the figures this run measured (and only those)."""
+    ceiling, sink, naive, replayed = results
+    git = shutil.which("git")
+    commit = ""
+    if git:
+        args = [git, "rev-parse", "--short", "HEAD"]  # a fixed command: the checkout's commit
+        done = subprocess.run(args, capture_output=True, text=True, check=False)  # noqa: S603
+        commit = done.stdout.strip()
+    figures = {
+        "events": events,
+        "copy_events_per_s": round(ceiling.rate),
+        "sink_events_per_s": round(sink.rate),
+        "naive_events_per_s": round(naive.rate),
+        "replay_events_per_s": round(replayed.rate),
+        "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()})",
+        "commit": commit or None,
+    }
+    with open(path, "wb") as f:
+        f.write(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dev.bench", description=__doc__)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--naive-events", type=int, default=5_000)
+    parser.add_argument("--json", default="bench-results.json", help="where the figures go")
     args = parser.parse_args(argv)
     logs.configure("WARNING", "console")
     console = Console()
     results = asyncio.run(_main(args.events, args.naive_events, console))
     _report(console, results, args.events)
+    _write_json(results, args.events, args.json)
     return 0
 
 
