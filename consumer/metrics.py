@@ -64,8 +64,16 @@ class Metrics:
         )
         self.lag = Gauge(
             "omnisink_consumer_lag",
-            "Records between the partition's high watermark and the committed offset.",
-            ["topic", "partition"],
+            "Records between the end of the partition's log and the offset PostgreSQL holds, "
+            "refreshed on a timer (consumer/lag.py).",
+            ["group", "topic", "partition"],
+            registry=r,
+        )
+        self.lag_seconds = Gauge(
+            "omnisink_consumer_lag_seconds",
+            "Age of the oldest record fetched and not yet committed (Kafka timestamp); 0 when "
+            "nothing waits.",
+            ["group"],
             registry=r,
         )
         self.offset_resets = Counter(

@@ -180,13 +180,10 @@ class Partitions:
                 kafka.seek(tp, starts.get(tp, 0))
         return facts
 
-    def lag(self, kafka: AIOKafkaConsumer) -> Iterator[tuple[TopicPartition, int]]:
-        """(partition, high watermark - PostgreSQL's offset) where both are known."""
-        for tp, p in self._owned.items():
-            highwater = kafka.highwater(tp)
-            if highwater is not None and p.expected is not None and p.expected >= 0:
-                p.lag_reported = True
-                yield tp, max(0, highwater - p.expected)
+    def reported(self, tp: TopicPartition) -> None:
+        """This member exports a lag series for ``tp`` (removed when it is revoked)."""
+        if tp in self._owned:
+            self._owned[tp].lag_reported = True
 
 
 class Owner(Protocol):

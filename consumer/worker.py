@@ -30,6 +30,7 @@ from consumer.deadletters import Publisher
 from consumer.drain import Drain
 from consumer.errors import FatalError, is_transient
 from consumer.health import HealthServer, Snapshot
+from consumer.lag import LagReporter
 from consumer.metrics import Metrics
 from consumer.partitions import Listener, Partitions
 from consumer.settings import Settings
@@ -40,6 +41,9 @@ from handlers import registry
 from handlers.base import Handler
 
 log = structlog.get_logger("omnisink.worker")
+
+# How often every owned partition's lag is refreshed, whether or not batches commit.
+LAG_REFRESH_S = 5.0
 
 
 class Worker:
@@ -73,6 +77,8 @@ class Worker:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._committer: Committer | None = None
+        self._lag: LagReporter | None = None
+        self._lag_task: asyncio.Task[None] | None = None
         self._paused_for_retry = False
         self.http: HealthServer | None = None
         self.health = Snapshot(beat_at=time.monotonic())
@@ -218,6 +224,14 @@ class Worker:
             on_committed=self._committed,
         )
         await kafka.start(self._consumer, self._producer, s)
+        self._lag = LagReporter(
+            self._consumer,
+            self.partitions,
+            self.metrics,
+            s.group_id,
+            in_hand=lambda: self._committer.batch if self._committer else None,
+        )
+        self._lag_task = asyncio.create_task(self._lag.run(LAG_REFRESH_S), name="omnisink-lag")
         self._beat(started=True)
         log.info(
             "worker.started",
@@ -229,6 +243,9 @@ class Worker:
         )
 
     async def _close(self) -> None:
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+            await asyncio.wait([self._lag_task])  # its CancelledError stays in the task
         if self.http is not None:
             self.http.stop()
         # Leaving the group hands the partitions to another member at once.
@@ -254,9 +271,10 @@ class Worker:
         log.info("worker.assigned", partitions=len(assigned), new=len(fresh))
 
     def forget(self, revoked: set[TopicPartition]) -> None:
-        for tp in self.partitions.forget(revoked):
+        lagged = self.partitions.forget(revoked)
+        if self._lag is not None:
             # Another member reports these now; a stale series would show a frozen lag.
-            self.metrics.lag.remove(tp.topic, str(tp.partition))
+            self._lag.forget(lagged)
         self.metrics.assigned.set(len(self.partitions))
         self._beat(assigned=len(self.partitions))
         log.info("worker.revoked", partitions=len(revoked))
@@ -290,8 +308,8 @@ class Worker:
             raise RuntimeError("the worker is not started")
         if not await self._committer.commit(records):
             return  # stopping while the database or broker is away: read again by the next owner
-        for tp, lag in self.partitions.lag(self._kafka):
-            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
+        if self._lag is not None:
+            self._lag.report()
         await kafka.commit_best_effort(self._kafka, self.partitions.expected())
 
     def _committed(self, outcome: Outcome) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from collections.abc import Callable
 
 import asyncpg
 import orjson
@@ -298,8 +299,9 @@ async def test_metrics_and_health_show_progress_and_the_circuit_breaker(
 ) -> None:
     topic = await topic_factory("metrics", partitions=1)
     await _send(kafka_server.url, topic, [_event(i) for i in range(3)] + [b"{not json"])
+    group = f"m-{uuid.uuid4().hex[:6]}"
     worker = Worker(
-        sink_settings(db_url, kafka_server.url, f"m-{uuid.uuid4().hex[:6]}", topics=[topic]),
+        sink_settings(db_url, kafka_server.url, group, topics=[topic]),
         install_signal_handlers=False,
     )
     run = asyncio.create_task(worker.run())
@@ -327,7 +329,7 @@ async def test_metrics_and_health_show_progress_and_the_circuit_breaker(
         assert 'omnisink_records_total{outcome="written"} 3.0' in text
         assert 'omnisink_dead_letters_total{kind="decode"} 1.0' in text
         assert 'omnisink_circuit_breaker_state{breaker="database"} 0.0' in text
-        assert f'omnisink_consumer_lag{{partition="0",topic="{topic}"}} 0.0' in text
+        assert f'omnisink_consumer_lag{{group="{group}",partition="0",topic="{topic}"}} 0.0' in text
         status, body = await asyncio.to_thread(_get, f"{base}/health/ready")
         assert status == 200
         assert orjson.loads(body)["circuit_breaker"] == "closed"
@@ -427,3 +429,49 @@ async def test_a_missing_dead_letter_topic_is_created_like_its_source(
         await admin.close()
     assert len(described["partitions"]) == 5
     assert await db.fetchval("SELECT count(*) FROM omnisink.dead_letters") == 1
+
+
+async def test_lag_stays_true_while_a_batch_is_blocked(
+    kafka_server: Service, db_url: str, db: asyncpg.Connection, topic_factory: TopicFactory
+) -> None:
+    topic = await topic_factory("lag", partitions=1)
+    group = f"lag-{uuid.uuid4().hex[:6]}"
+    worker = Worker(
+        sink_settings(db_url, kafka_server.url, group, topics=[topic]),
+        install_signal_handlers=False,
+    )
+    labels = {"group": group, "topic": topic, "partition": "0"}
+
+    def lag() -> float | None:
+        return worker.metrics.registry.get_sample_value("omnisink_consumer_lag", labels)
+
+    def age() -> float | None:
+        return worker.metrics.registry.get_sample_value(
+            "omnisink_consumer_lag_seconds", {"group": group}
+        )
+
+    async def until(check: Callable[[], bool], what: str, within_s: float = 20) -> None:
+        deadline = asyncio.get_running_loop().time() + within_s
+        while not check():
+            assert not run.done(), run
+            assert asyncio.get_running_loop().time() < deadline, (what, lag(), age())
+            await asyncio.sleep(0.1)
+
+    run = asyncio.create_task(worker.run())
+    try:
+        await _send(kafka_server.url, topic, [_event(i, "STAMP_VALIDATED") for i in range(3)])
+        await until(lambda: worker.stats.records >= 3 and lag() == 0, "caught up first")
+        # A DBA's lock: the next batch blocks on it, nothing commits, records keep arriving.
+        async with db.transaction():
+            await db.execute("LOCK TABLE event_logs IN ACCESS EXCLUSIVE MODE")
+            await _send(kafka_server.url, topic, [_event(i, "STAMP_VALIDATED") for i in range(10)])
+            await until(lambda: lag() == 10, "the lag rises while the batch is blocked")
+            await until(lambda: (age() or 0) > 0, "the records in hand have an age")
+            await _send(kafka_server.url, topic, [_event(i, "STAMP_VALIDATED") for i in range(5)])
+            await until(lambda: lag() == 15, "and goes on rising")
+            assert worker.stats.records == 3, "nothing committed meanwhile"
+        await until(lambda: worker.stats.records == 18 and lag() == 0, "falls to 0 when caught up")
+        await until(lambda: age() == 0, "nothing waits")
+    finally:
+        worker.stop()
+        await asyncio.wait_for(run, 30)
