@@ -190,9 +190,14 @@ def normalize_event_type(raw: str) -> str:
     return _ALIASES.get(stem, folded)
 
 
+# EventType's members by name, built once: ``EventType.__members__`` builds a new mapping proxy
+# on every access, and the lookup runs for every record.
+_TYPES: dict[str, EventType] = dict(EventType.__members__)
+
+
 def is_known(event_type: str) -> bool:
     """Whether ``event_type`` (in any accepted form) is one of the canonical types."""
-    return normalize_event_type(event_type) in EventType.__members__
+    return normalize_event_type(event_type) in _TYPES
 
 
 def foreign_id_to_uuid(text: str) -> UUID:
@@ -269,7 +274,7 @@ class Envelope(BaseModel):
     @property
     def known_type(self) -> EventType | None:
         """The event's type as an :class:`EventType`, or None for a type the sink does not know."""
-        return EventType.__members__.get(self.event_type)
+        return _TYPES.get(self.event_type)
 
     def with_type(self, event_type: str) -> Self:
         """This envelope as ``event_type`` (a refinement by topic), keeping the wire's name."""
