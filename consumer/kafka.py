@@ -4,6 +4,7 @@ redrive), the daemon's group member and its dead-letter producer."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -251,3 +252,47 @@ async def poll_paused(
             # Returned at once: wait out the poll's share of the time instead of spinning.
             await asyncio.sleep(min(remaining_ms, 500) / 1000)
         beat()
+
+
+class PausedWait:
+    """The wait between attempts of a retried call (consumer/retry.py) for a group member:
+    every partition paused and the consumer polled (:func:`poll_paused`), so a long outage
+    neither loses the records in hand nor gets the member thrown out of the group; then
+    :meth:`resume` resumes what was paused for it, except the partitions still to be sought."""
+
+    def __init__(
+        self,
+        consumer: Callable[[], AIOKafkaConsumer | None],
+        *,
+        stopping: asyncio.Event,
+        beat: Callable[[], None],
+        unsought: Callable[[], Iterable[TopicPartition]],
+    ) -> None:
+        self._consumer = consumer
+        self._stopping = stopping
+        self._beat = beat
+        self._unsought = unsought
+        self._paused = False
+
+    async def __call__(self, seconds: float) -> None:
+        consumer = self._consumer()
+        if consumer is None:  # starting: nothing to poll yet
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), seconds)
+            return
+        self._paused |= pause_all(consumer)
+        await poll_paused(consumer, seconds, stopping=self._stopping.is_set, beat=self._beat)
+
+    def resume(self) -> None:
+        consumer = self._consumer()
+        if self._paused and consumer is not None:
+            self._paused = False
+            resume_except(consumer, self._unsought())
+
+
+async def stop_clients(*clients: AIOKafkaConsumer | AIOKafkaProducer | None) -> None:
+    """Stop each client that exists, whatever the others do (a consumer leaves its group)."""
+    for client in clients:
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.stop()

@@ -79,7 +79,13 @@ class Worker:
         self._committer: Committer | None = None
         self._lag: LagReporter | None = None
         self._lag_task: asyncio.Task[None] | None = None
-        self._paused_for_retry = False
+        # Between attempts of a retried call: partitions paused, the consumer polled.
+        self._wait = kafka.PausedWait(
+            lambda: self._consumer,
+            stopping=self._stopping,
+            beat=self._beat,
+            unsought=self.partitions.unsought,
+        )
         self.http: HealthServer | None = None
         self.health = Snapshot(beat_at=time.monotonic())
         self.retrier = database_retrier(
@@ -87,7 +93,7 @@ class Worker:
             self.stats,
             self.metrics,
             stopping=self._stopping,
-            sleep=self._sleep_polling,
+            sleep=self._wait,
             on_breaker=lambda state: self._update(breaker=state),
             on_failing=lambda what: self._update(failing=what),  # not ready while it fails
         )
@@ -220,7 +226,7 @@ class Worker:
             stopping=self._stopping,
             lock=self.batch_lock,
             on_fenced=lambda tps: self._kafka.pause(*tps),
-            after_attempts=self._resume_after_retry,
+            after_attempts=self._wait.resume,
             on_committed=self._committed,
         )
         await kafka.start(self._consumer, self._producer, s)
@@ -249,10 +255,7 @@ class Worker:
         if self.http is not None:
             self.http.stop()
         # Leaving the group hands the partitions to another member at once.
-        for client in (self._consumer, self._producer):
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    await client.stop()
+        await kafka.stop_clients(self._consumer, self._producer)
         if self._pool is not None:
             with contextlib.suppress(Exception):
                 await self._pool.close()
@@ -314,23 +317,3 @@ class Worker:
 
     def _committed(self, outcome: Outcome) -> None:
         self._beat(last_commit_at=self.stats.last_commit_at)
-
-    # -- waiting out a fault (consumer/retry.py) -----------------------------------------------
-
-    async def _sleep_polling(self, seconds: float) -> None:
-        """Wait between attempts while polling Kafka with every partition paused, so the
-        member stays in the group and rebalances still run."""
-        if self._consumer is None:  # starting: nothing to poll yet
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), seconds)
-            return
-        self._paused_for_retry |= kafka.pause_all(self._kafka)
-        await kafka.poll_paused(
-            self._kafka, seconds, stopping=self._stopping.is_set, beat=self._beat
-        )
-
-    def _resume_after_retry(self) -> None:
-        if self._paused_for_retry and self._consumer is not None:
-            self._paused_for_retry = False
-            # Partitions still waiting for their seek stay paused until Partitions.seek.
-            kafka.resume_except(self._kafka, self.partitions.unsought())

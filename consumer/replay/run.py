@@ -173,10 +173,7 @@ class Replayer:
             if self.progress.read >= self.progress.total and not self._stopping.is_set():
                 await self.retrier.run("finish", self._finish)
 
-            for client in (consumer, producer):
-                if client is not None:
-                    with contextlib.suppress(Exception):
-                        await client.stop()
+            await kafka.stop_clients(consumer, producer)
             with contextlib.suppress(Exception):
                 await pool.close()
 
