@@ -6,6 +6,10 @@ not failing: no operation being retried), both JSON with the breaker's state and
 being retried. Served by prometheus-client's own WSGI app and threaded WSGI server (the same
 one its ``start_http_server`` uses), with two health routes in front of it.
 
+Those three paths exactly, and GET or HEAD only: any other path is 404 (``/``, ``/health``,
+``/metrics/``: prometheus-client alone would serve the metrics on every path), any other
+method 405 with ``Allow: GET, HEAD``.
+
 The loop writes a :class:`Snapshot` whenever a fact changes (a loop turn, a poll while
 retrying, a breaker change, an assignment, a commit); the HTTP thread only reads the latest
 one, so it never touches the worker's state (the circuit breaker is not thread-safe).
@@ -31,6 +35,10 @@ from consumer.settings import Settings
 
 # A loop turn (or a poll while retrying) at least this often, or the worker is stuck.
 LIVENESS_S = 120.0
+
+METRICS_PATH = "/metrics"
+HEALTH_PATHS = ("/health/live", "/health/ready")
+ALLOWED_METHODS = ("GET", "HEAD")
 
 
 @dataclass(frozen=True)
@@ -124,18 +132,42 @@ class HealthServer:
         self._server.server_close()
 
     def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
-        if path in {"/health/live", "/health/ready"}:
+        method = environ.get("REQUEST_METHOD", "GET")
+        status, headers, body = self._respond(environ.get("PATH_INFO", ""), method, environ)
+        start_response(status, [*headers, ("Content-Length", str(len(body)))])
+        # HEAD: the headers GET would have, Content-Length included, and no body.
+        return [b""] if method == "HEAD" else [body]
+
+    def _respond(
+        self, path: str, method: str, environ: dict[str, Any]
+    ) -> tuple[str, list[tuple[str, str]], bytes]:
+        if path != METRICS_PATH and path not in HEALTH_PATHS:
+            paths = ", ".join((METRICS_PATH, *HEALTH_PATHS))
+            return _plain("404 Not Found", f"not found; the paths served are {paths}")
+        if method not in ALLOWED_METHODS:
+            allowed = ", ".join(ALLOWED_METHODS)
+            status, headers, body = _plain("405 Method Not Allowed", f"allowed: {allowed}")
+            return status, [*headers, ("Allow", allowed)], body
+        if path in HEALTH_PATHS:
             live, ready, facts = self._snapshot().verdict()
             ok = live if path == "/health/live" else ready
             body = orjson.dumps({"status": "ok" if ok else "unavailable", **facts})
-            start_response(
-                "200 OK" if ok else "503 Service Unavailable",
-                [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
-            )
-            return [body]
-        result: Iterable[bytes] = self._metrics_app(environ, start_response)
-        return result
+            status = "200 OK" if ok else "503 Service Unavailable"
+            return status, [("Content-Type", "application/json")], body
+        # prometheus-client's app, which answers GET only (HEAD is GET without the body).
+        answer: list[Any] = []
+
+        def keep(status: str, headers: list[tuple[str, str]], *_: Any) -> None:
+            answer.extend((status, headers))
+
+        chunks = self._metrics_app({**environ, "REQUEST_METHOD": "GET"}, keep)
+        body = b"".join(chunks)
+        status, headers = answer
+        return status, [(k, v) for k, v in headers if k.lower() != "content-length"], body
+
+
+def _plain(status: str, text: str) -> tuple[str, list[tuple[str, str]], bytes]:
+    return status, [("Content-Type", "text/plain; charset=utf-8")], f"{text}\n".encode()
 
 
 class _QuietHandler(WSGIRequestHandler):
