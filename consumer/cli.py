@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+import traceback
 from collections.abc import Coroutine
 from datetime import datetime
 from enum import StrEnum
@@ -11,11 +13,12 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from consumer import __version__
 from consumer.dlq import commands
 from consumer.dlq.model import DlqError, Filters, parse_since
-from consumer.settings import Settings
+from consumer.settings import ConfigurationError, Settings, describe, unknown_variables
 from handlers.contract import DEAD_LETTER_KINDS
 
 app = typer.Typer(
@@ -27,15 +30,58 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit
+
+
+@app.callback()
+def _options(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Options of every command."""
+
+
 def _load_settings() -> Settings:
+    """The settings, or exit 2 saying what is wrong, without a value (a secret stays out of
+    the message); an OMNISINK_* variable no setting reads is named on stderr (a typo)."""
+    for name, close in unknown_variables(os.environ):
+        hint = f" (did you mean {close}?)" if close else ""
+        typer.echo(f"omnisink: warning: {name} is not a setting; ignored{hint}", err=True)
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
-        typer.echo(f"omnisink: invalid configuration:\n{exc}", err=True)
-        raise typer.Exit(code=2) from exc
+        typer.echo(f"omnisink: invalid configuration:\n{describe(exc)}", err=True)
+        raise typer.Exit(code=2) from None
+    except (ConfigurationError, SettingsError) as exc:
+        # SettingsError: a value pydantic-settings could not parse; it names the field only.
+        typer.echo(f"omnisink: invalid configuration: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    from consumer import logs
+
+    # Whatever is logged from here on (a library's exception text) is scrubbed of them.
+    logs.hide(settings.secret_texts())
+    return settings
+
+
+def _crash(command: str, exc: BaseException, settings: Settings) -> typer.Exit:
+    """An error nobody classified: its traceback, scrubbed of every secret; exit 1."""
+    text = "".join(traceback.format_exception(exc))
+    typer.echo(f"omnisink {command}: unexpected error:\n{settings.scrub(text)}", err=True)
+    return typer.Exit(code=1)
 
 
 @app.command()
@@ -70,17 +116,24 @@ def migrate(
 ) -> None:
     """Upgrade the database at OMNISINK_DATABASE_URL to REVISION (default: head)."""
     from consumer import migrate as migrations  # Alembic is only imported when needed
+    from consumer.store import database
 
     settings = _load_settings()
     try:
+        # One session first, as the sink opens them: a server that cannot be reached, a
+        # login or TLS refused, a missing database is said plainly, before Alembic starts.
+        asyncio.run(database.probe(settings))
+    except Exception as exc:  # noqa: BLE001 - whatever stops a session is exit 2
+        typer.echo(f"omnisink migrate: {database.explain(exc, settings)}", err=True)
+        raise typer.Exit(code=2) from None
+    try:
         migrations.upgrade(settings.database.url.get_secret_value(), revision)
-    except OSError as exc:
-        typer.echo(
-            f"omnisink migrate: cannot reach PostgreSQL at {settings.database.redacted_url}: "
-            f"{exc}. Check OMNISINK_DATABASE_URL and that the server is running.",
-            err=True,
-        )
-        raise typer.Exit(code=2) from exc
+    except Exception as exc:  # noqa: BLE001 - every error is said, never with a secret
+        if not database.is_connection_failure(exc):
+            raise _crash("migrate", exc, settings) from None
+        cause = database.root_cause(exc)
+        typer.echo(f"omnisink migrate: {database.explain(cause, settings)}", err=True)
+        raise typer.Exit(code=2) from None
     typer.echo(f"omnisink migrate: {settings.database.redacted_url} is at {revision}")
 
 
@@ -189,13 +242,18 @@ def _kind(value: str | None) -> str | None:
     return value
 
 
-def _run_dlq(command: str, work: Coroutine[Any, Any, None]) -> None:
-    """Run a dead-letter command; its :class:`DlqError` becomes the exit status it names."""
+def _run_dlq(command: str, settings: Settings, work: Coroutine[Any, Any, None]) -> None:
+    """Run a dead-letter command; its :class:`DlqError` becomes the exit status it names.
+    Either message is scrubbed of every secret (it may quote a driver's or a broker's)."""
     try:
         asyncio.run(work)
     except DlqError as exc:
-        typer.echo(f"omnisink dlq {command}: {exc}", err=True)
-        raise typer.Exit(code=exc.exit_code) from exc
+        typer.echo(f"omnisink dlq {command}: {settings.scrub(str(exc))}", err=True)
+        raise typer.Exit(code=exc.exit_code) from None
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:  # noqa: BLE001 - every error is said, never with a secret
+        raise _crash(f"dlq {command}", exc, settings) from None
 
 
 @dlq_app.command("list")
@@ -216,7 +274,11 @@ def dlq_list(
     filters = Filters(topic=topic, kind=_kind(kind), since=_since(since))
     wanted = None if status is StatusChoice.all else status.value
     settings = _load_settings()
-    _run_dlq("list", commands.list_dead_letters(settings, filters, wanted, limit, as_json=as_json))
+    _run_dlq(
+        "list",
+        settings,
+        commands.list_dead_letters(settings, filters, wanted, limit, as_json=as_json),
+    )
 
 
 @dlq_app.command("show")
@@ -226,7 +288,7 @@ def dlq_show(
 ) -> None:
     """Show every fact of one dead letter: source, record, headers, error, status."""
     settings = _load_settings()
-    _run_dlq("show", commands.show_dead_letter(settings, dead_letter_id, as_json=as_json))
+    _run_dlq("show", settings, commands.show_dead_letter(settings, dead_letter_id, as_json=as_json))
 
 
 @dlq_app.command(
@@ -261,7 +323,7 @@ def dlq_redrive(
         )
         raise typer.Exit(code=2)
     settings = _load_settings()
-    _run_dlq("redrive", commands.redrive_dead_letters(settings, filters, dry_run=dry_run))
+    _run_dlq("redrive", settings, commands.redrive_dead_letters(settings, filters, dry_run=dry_run))
 
 
 def main() -> None:

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
+import pwd
 import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import pytest
 
 from consumer.settings import DatabaseSettings, KafkaSettings, Settings
 from dev.sample import Record, produce  # noqa: F401 - the tests' producer
+from dev.services import free_port
 
 SEEDS_DIR = Path(__file__).resolve().parent / "fixtures" / "seeds"
 
@@ -321,3 +330,113 @@ def postgres_target(url: str) -> tuple[tuple[str, int] | str, str]:
     if socket_dir:
         return f"{socket_dir}/.s.PGSQL.{port}", proxied
     return (parts.hostname or "127.0.0.1", port), proxied
+
+
+# -- a PostgreSQL cluster of a test's own -----------------------------------------------------
+
+
+def postgres_bindir() -> Path | None:
+    """The local PostgreSQL server binaries, or None."""
+    pg_config = shutil.which("pg_config")
+    if pg_config is None:
+        return None
+    done = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
+    bindir = Path(done.stdout.strip())
+    if done.returncode != 0 or not all((bindir / b).exists() for b in ("initdb", "pg_ctl")):
+        return None
+    return bindir
+
+
+def unprivileged_user() -> pwd.struct_passwd | None:
+    """PostgreSQL refuses to run as root: who runs it when the test is root."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name)
+    pytest.skip("running as root with no unprivileged user to run PostgreSQL as")
+
+
+class Cluster:
+    """A PostgreSQL cluster of this test's own, driven as a DBA drives one: pg_ctl."""
+
+    def __init__(self, bindir: Path) -> None:
+        self.bindir = bindir
+        self.port = free_port()
+        self.user = unprivileged_user()
+        # Short, and traversable by that user (pytest's tmp_path is private to root).
+        self.root = Path(tempfile.mkdtemp(prefix="omnisink-pgc-"))
+        self.data = self.root / "data"
+        self.log = self.root / "server.log"
+        if self.user is not None:
+            os.chown(self.root, self.user.pw_uid, self.user.pw_gid)
+
+    def url(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, tool: str, *args: str) -> None:
+        who: dict[str, object] = {}
+        if self.user is not None:
+            who = {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
+        done = subprocess.run(
+            [str(self.bindir / tool), *args],
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            **who,  # type: ignore[arg-type]
+        )
+        if done.returncode != 0:
+            log = self.log.read_text() if self.log.exists() else ""
+            raise AssertionError(f"{tool} {args}: {done.stderr}\n{log[-3000:]}")
+
+    def init(self) -> None:
+        self._run(
+            "initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--locale=C",
+            "--encoding=UTF8", "--no-sync",
+        )  # fmt: skip
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write(
+                f"port = {self.port}\n"
+                "listen_addresses = '127.0.0.1'\n"
+                f"unix_socket_directories = '{self.root}'\n"
+                # A process crash loses nothing the OS has; a machine crash is not tested.
+                "fsync = off\n"
+                "full_page_writes = off\n"
+                "max_connections = 40\n"
+                "shared_buffers = 32MB\n"
+            )
+
+    def start(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-w", "-t", "60", "-m", mode, "stop")
+
+    def restart(self) -> None:
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "-m", "fast",
+            "restart",
+        )  # fmt: skip
+
+    def crash(self) -> None:
+        """SIGKILL the postmaster and every child (pg_ctl starts it as a process group
+        leader), wait until all are gone, then start it again: crash recovery runs."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        assert os.getpgid(postmaster) == postmaster, "the postmaster leads its process group"
+        os.killpg(postmaster, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                os.killpg(postmaster, 0)
+            except ProcessLookupError:
+                break
+            assert time.monotonic() < deadline, "the killed server's processes linger"
+            time.sleep(0.05)
+        self.start()
+
+    def remove(self) -> None:
+        with contextlib.suppress(AssertionError):
+            self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -91,7 +91,13 @@ async def connect(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
             command_timeout=db.command_timeout_s,
             statement_cache_size=db.statement_cache_size,
         )
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except (
+        OSError,
+        TimeoutError,
+        ValueError,  # what asyncpg makes of a malformed URL (a non-numeric ?port=)
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+    ) as exc:
         raise DlqError(
             f"cannot connect to PostgreSQL at {db.redacted_url}: {exc}. "
             "Check OMNISINK_DATABASE_URL and that the server is running.",

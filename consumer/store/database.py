@@ -13,7 +13,6 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import cast
-from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -115,5 +114,42 @@ def explain(exc: BaseException, settings: Settings) -> str:
             "Check OMNISINK_DATABASE_URL and that the server is running and accepts "
             "connections."
         )
-    password = urlsplit(settings.database.url.get_secret_value()).password
-    return text.replace(password, "***") if password else text
+    return settings.scrub(text)
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The driver's own error under the wrappers of SQLAlchemy and Alembic (``orig``, then
+    the chain of causes), or ``exc`` itself."""
+    seen: set[int] = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError | TimeoutError | asyncpg.PostgresError | FatalError):
+            return exc
+        inner = getattr(exc, "orig", None) or exc.__cause__
+        if not isinstance(inner, BaseException):
+            return exc
+        exc = inner
+    return exc
+
+
+def is_connection_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (or the driver's error under it) says PostgreSQL could not be reached
+    or would not take the session: a refused or lost connection, a timeout, TLS, the login,
+    a missing database."""
+    cause = root_cause(exc)
+    state = str(getattr(cause, "sqlstate", None) or "")
+    unreachable = (
+        OSError,
+        TimeoutError,
+        asyncpg.PostgresConnectionError,
+        asyncpg.ConnectionDoesNotExistError,
+        asyncpg.ClientConfigurationError,
+    )
+    return isinstance(cause, unreachable) or state.startswith(("08", "28", "3D", "57P03"))
+
+
+async def probe(settings: Settings) -> None:
+    """Open one session to OMNISINK_DATABASE_URL and close it, as the sink's pool would (the
+    URL's TLS parameters included); the driver's error when PostgreSQL cannot be reached."""
+    conn = await asyncpg.connect(settings.database.dsn)
+    await conn.close()

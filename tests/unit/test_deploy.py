@@ -10,14 +10,17 @@ import yaml
 from typer.main import get_command
 
 from consumer.cli import _flatten, app
-from consumer.settings import Settings
+from consumer.settings import Settings, known_variables
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = sorted((ROOT / "deploy").rglob("*.yaml"))
 
 
 def _known_variables() -> set[str]:
-    return {f"OMNISINK_{name}" for name in _flatten(Settings().model_dump(mode="json"))}
+    """Every setting (``omnisink config`` prints them) and each secret's ``_FILE``."""
+    listed = {f"OMNISINK_{name}" for name in _flatten(Settings().model_dump(mode="json"))}
+    assert listed <= known_variables()
+    return known_variables()
 
 
 def test_there_are_manifests() -> None:

@@ -1,10 +1,21 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
 from consumer.kafka import without_dlq
-from consumer.settings import DEFAULT_TOPIC_PATTERN, Settings, redact_url
+from consumer.settings import (
+    DEFAULT_TOPIC_PATTERN,
+    ConfigurationError,
+    Settings,
+    describe,
+    known_variables,
+    redact_url,
+    secret_settings,
+    unknown_variables,
+)
 from handlers.registry import is_intelligence_topic
 
 
@@ -159,3 +170,168 @@ def test_the_default_namespace_reaches_the_stamps_handler(monkeypatch: pytest.Mo
     monkeypatch.setenv("OMNISINK_DEFAULT_NAMESPACE", "")
     with pytest.raises(ValidationError):
         Settings()
+
+
+# -- secrets: never in a message, readable from files -----------------------------------------
+
+PASSWORD = "Zq7Vw3Lk9x"
+
+
+def test_a_validation_error_is_described_without_the_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OMNISINK_DATABASE_URL", f"mysql://sink:{PASSWORD}@db/events")
+    monkeypatch.setenv("OMNISINK_KAFKA_SASL_MECHANISM", "PLAIN")
+    monkeypatch.setenv("OMNISINK_KAFKA_SASL_PASSWORD", f"{PASSWORD}-sasl")
+    monkeypatch.setenv("OMNISINK_BATCH_MAX_RECORDS", "many")
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    assert PASSWORD in str(caught.value)  # pydantic's own text repeats every value given
+    described = describe(caught.value)
+    assert PASSWORD not in described
+    assert described.splitlines() == [
+        "  OMNISINK_DATABASE_URL must be a postgresql:// URL",
+        "  OMNISINK_KAFKA_SASL_MECHANISM=PLAIN needs OMNISINK_KAFKA_SASL_USERNAME",
+        "  OMNISINK_BATCH_MAX_RECORDS: Input should be a valid integer, unable to parse "
+        "string as an integer",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        (f"postgresql://sink:{PASSWORD}@db:port/events", "port of OMNISINK_DATABASE_URL"),
+        (f"postgresql://sink:{PASSWORD}@db:70000/events", "port of OMNISINK_DATABASE_URL"),
+        # An unencoded '/' in the password: urllib reads "sink" as the host, the rest as path.
+        (f"postgresql://sink:{PASSWORD}/x@db/events", "port of OMNISINK_DATABASE_URL"),
+        (f"postgresql://sink:1234/{PASSWORD}@db/events", "an '@' after its host"),
+        (f"postgresql://sink:{PASSWORD}@db/events?ssl=true", "`ssl` is not a libpq parameter"),
+        (f"postgresql://sink:{PASSWORD}@db/events?sslmode=on", "sslmode must be one of"),
+        (f"postgresql://sink:{PASSWORD}@db/events?sslmode", "name=value pairs"),
+    ],
+)
+def test_a_malformed_url_is_refused_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch, url: str, says: str
+) -> None:
+    monkeypatch.setenv("OMNISINK_DATABASE_URL", url)
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    assert says in describe(caught.value)
+    assert PASSWORD not in describe(caught.value)
+
+
+def test_libpq_tls_parameters_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = (
+        "postgresql://sink:pw@db:5432/events?sslmode=verify-full&sslrootcert=/certs/ca.crt"
+        "&sslcert=/certs/client.crt&sslkey=/certs/client.key"
+    )
+    monkeypatch.setenv("OMNISINK_DATABASE_URL", url)
+    assert Settings().database.dsn == url
+    monkeypatch.setenv("OMNISINK_DATABASE_URL", "postgresql://postgres:@/postgres?host=/tmp/x")
+    assert Settings().database.dsn == "postgresql://postgres:@/postgres?host=/tmp/x"
+
+
+def test_every_form_of_a_secret_is_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "OMNISINK_DATABASE_URL",
+        f"postgresql://sink:{PASSWORD}%40x@db/events?sslpassword={PASSWORD}%2Fkey",
+    )
+    monkeypatch.setenv("OMNISINK_KAFKA_SASL_PASSWORD", f"{PASSWORD}-sasl")
+    settings = Settings()
+    text = (
+        f"{settings.database.url.get_secret_value()} / {PASSWORD}%40x / {PASSWORD}@x / "
+        f"{PASSWORD}%2Fkey / {PASSWORD}/key / {PASSWORD}-sasl"
+    )
+    assert PASSWORD not in settings.scrub(text)
+    assert settings.scrub("nothing secret here") == "nothing secret here"
+    assert PASSWORD not in settings.database.redacted_url
+    assert settings.database.redacted_url == ("postgresql://sink:***@db/events?sslpassword=***")
+
+
+def test_redact_url_hides_password_parameters_and_odd_user_names() -> None:
+    assert redact_url("postgresql://db/x?user=u&password=pw&sslmode=require") == (
+        "postgresql://db/x?user=u&password=***&sslmode=require"
+    )
+    assert redact_url("postgresql://u:p@ss@db/x") == "postgresql://u:***@db/x"
+    assert redact_url("postgresql://user@tenant:pw@db/x") == "postgresql://user@tenant:***@db/x"
+
+
+def test_a_secret_can_be_read_from_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    url_file = tmp_path / "url"
+    url_file.write_text("postgresql://sink:from-a-file@db/events\n")
+    password_file = tmp_path / "sasl"
+    password_file.write_text("sasl from a file\r\n")
+    monkeypatch.setenv("OMNISINK_DATABASE_URL_FILE", str(url_file))
+    monkeypatch.setenv("OMNISINK_KAFKA_SASL_PASSWORD_FILE", str(password_file))
+    monkeypatch.setenv("OMNISINK_DATABASE_POOL_MAX_SIZE", "4")  # merged with the file's
+    settings = Settings()
+    assert settings.database.url.get_secret_value() == "postgresql://sink:from-a-file@db/events"
+    assert settings.database.pool_max_size == 4
+    assert settings.kafka.sasl_password is not None
+    assert settings.kafka.sasl_password.get_secret_value() == "sasl from a file"
+    # A file with an invalid value is validated like the variable.
+    url_file.write_text("mysql://sink:from-a-file@db/events")
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    assert "from-a-file" not in describe(caught.value)
+
+
+def test_a_secret_file_that_cannot_be_used_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("OMNISINK_DATABASE_URL_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ConfigurationError, match="OMNISINK_DATABASE_URL_FILE: cannot read"):
+        Settings()
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    monkeypatch.setenv("OMNISINK_DATABASE_URL_FILE", str(empty))
+    with pytest.raises(ConfigurationError, match="is empty"):
+        Settings()
+    (tmp_path / "url").write_text("postgresql://sink:pw@db/events")
+    monkeypatch.setenv("OMNISINK_DATABASE_URL_FILE", str(tmp_path / "url"))
+    monkeypatch.setenv("OMNISINK_DATABASE_URL", "postgresql://sink:pw@db/events")
+    with pytest.raises(ConfigurationError, match="both set"):
+        Settings()
+
+
+def test_the_secret_settings_are_the_secretstr_fields() -> None:
+    assert secret_settings() == {
+        "DATABASE_URL": ("database", "url"),
+        "KAFKA_SASL_PASSWORD": ("kafka", "sasl_password"),
+    }
+    assert {"OMNISINK_DATABASE_URL_FILE", "OMNISINK_KAFKA_SASL_PASSWORD_FILE"} <= (
+        known_variables()
+    )
+
+
+def test_sasl_settings_must_be_complete(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMNISINK_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    with pytest.raises(ValidationError, match="needs OMNISINK_KAFKA_SASL_MECHANISM"):
+        Settings()
+    monkeypatch.setenv("OMNISINK_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    with pytest.raises(
+        ValidationError,
+        match="needs OMNISINK_KAFKA_SASL_USERNAME and OMNISINK_KAFKA_SASL_PASSWORD",
+    ):
+        Settings()
+    monkeypatch.setenv("OMNISINK_KAFKA_SASL_USERNAME", "sink")
+    monkeypatch.setenv("OMNISINK_KAFKA_SASL_PASSWORD", "pw")
+    assert Settings().kafka.sasl_mechanism == "SCRAM-SHA-512"
+
+
+def test_unknown_variables_are_named_with_the_closest_setting() -> None:
+    environ = {
+        "OMNISINK_DATABSE_URL": "x",  # a typo
+        "OMNISINK_KAFKA_BOOTSTRAP_SERVER": "x",  # a missing S
+        "OMNISINK_WHATEVER": "x",  # nothing close
+        "omnisink_group_id": "x",  # settings are case-insensitive
+        "OMNISINK_DATABASE_URL_FILE": "x",
+        "OMNISINK_KAFKA": "{}",  # a whole sub-model as JSON
+        "OMNISINK_TEST_DATABASE_URL": "x",  # the test suite's
+        "PATH": "/bin",
+    }
+    assert unknown_variables(environ) == [
+        ("OMNISINK_DATABSE_URL", "OMNISINK_DATABASE_URL"),
+        ("OMNISINK_KAFKA_BOOTSTRAP_SERVER", "OMNISINK_KAFKA_BOOTSTRAP_SERVERS"),
+        ("OMNISINK_WHATEVER", None),
+    ]
