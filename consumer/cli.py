@@ -18,6 +18,7 @@ from pydantic_settings import SettingsError
 from consumer import __version__
 from consumer.dlq import commands
 from consumer.dlq.model import DlqError, Filters, parse_since
+from consumer.ops import cli as ops_cli
 from consumer.replay import cli as replay_cli
 from consumer.settings import ConfigurationError, Settings, describe, unknown_variables
 from handlers.contract import DEAD_LETTER_KINDS
@@ -212,6 +213,8 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(replay_cli.app, name="replay")
 app.add_typer(replay_cli.offsets_app, name="offsets")
 app.command("produce")(replay_cli.produce)
+app.add_typer(ops_cli.query_app, name="query")
+app.add_typer(ops_cli.maintenance_app, name="maintenance")
 
 _KINDS = ", ".join(DEAD_LETTER_KINDS)
 TopicOption = Annotated[str | None, typer.Option("--topic", help="Only this original topic.")]

@@ -8,6 +8,7 @@ import asyncpg
 import pytest
 
 import consumer.dlq.queries
+import consumer.ops.queries
 import consumer.replay.store
 import consumer.store.batch
 import consumer.store.database  # noqa: F401 - with the handlers, every module that has SQL
