@@ -55,6 +55,11 @@ class Snapshot:
     last_commit_at: float | None = None
     # The operation being retried after a transient failure (consumer/retry.py), if any.
     failing: str | None = None
+    # Records waiting (the lag of every owned partition, consumer/lag.py), since when (no
+    # record waiting: None), and how long they may wait with no commit before not ready.
+    waiting: int = 0
+    waiting_since: float | None = None
+    stall_s: float = 120.0
 
     def beat(self, breaker: str, stopping: bool, **changes: Any) -> Snapshot:
         """The next snapshot: now, with these facts."""
@@ -62,16 +67,30 @@ class Snapshot:
             self, beat_at=time.monotonic(), breaker=breaker, stopping=stopping, **changes
         )
 
+    def stalled(self, now: float) -> bool:
+        """Records have waited ``stall_s`` and no batch committed meanwhile."""
+        if self.waiting <= 0 or self.waiting_since is None:
+            return False
+        progress = max(self.waiting_since, self.last_commit_at or self.waiting_since)
+        return now - progress > self.stall_s
+
+    def waited(self, total: int, now: float) -> Snapshot:
+        """This snapshot with ``total`` records waiting (since now, if none were)."""
+        since = None if total <= 0 else (self.waiting_since or now)
+        return dataclasses.replace(self, waiting=total, waiting_since=since)
+
     def verdict(self, now: float | None = None) -> tuple[bool, bool, dict[str, Any]]:
         """(live, ready, facts) for the health endpoints."""
         now = time.monotonic() if now is None else now
         live = now - self.beat_at < LIVENESS_S and not self.stopping
+        stalled = self.stalled(now)
         ready = (
             live
             and self.started
             and self.joined
             and self.breaker != "open"
             and self.failing is None
+            and not stalled
         )
         since = None if self.last_commit_at is None else round(now - self.last_commit_at, 3)
         return (
@@ -83,6 +102,8 @@ class Snapshot:
                 "group_member": self.joined,
                 "assigned_partitions": self.assigned,
                 "seconds_since_last_commit": since,
+                "records_waiting": self.waiting,
+                "stalled": stalled,
                 "stopping": self.stopping,
             },
         )

@@ -242,6 +242,9 @@ class Settings(BaseSettings):
     # How long the start-up retries PostgreSQL (connect, schema check) before it exits 2: a
     # server restarting, or a migration still running, while the sink starts is waited out.
     startup_timeout_s: float = Field(default=60.0, gt=0)
+    # /health/ready says 503 once records have waited this long with no batch committed (a
+    # batch blocked by a lock, a stuck write): the member is in the group but not consuming.
+    ready_stall_s: float = Field(default=120.0, gt=0)
 
     # The circuit breaker in front of PostgreSQL (seed 000's CIRCUIT_BREAKER_CONFIG).
     breaker_failure_threshold: int = Field(default=5, gt=0)

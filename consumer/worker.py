@@ -87,7 +87,7 @@ class Worker:
             unsought=self.partitions.unsought,
         )
         self.http: HealthServer | None = None
-        self.health = Snapshot(beat_at=time.monotonic())
+        self.health = Snapshot(beat_at=time.monotonic(), stall_s=settings.ready_stall_s)
         self.retrier = database_retrier(
             settings,
             self.stats,
@@ -115,6 +115,9 @@ class Worker:
 
     def _beat(self, **changes: Any) -> None:
         self.health = self.health.beat(self.breaker.state.value, self._stopping.is_set(), **changes)
+
+    def _waiting(self, records: int) -> None:
+        self.health = self.health.waited(records, time.monotonic())
 
     def _update(self, **changes: Any) -> None:
         self.health = dataclasses.replace(self.health, **changes)
@@ -236,6 +239,7 @@ class Worker:
             self.metrics,
             s.group_id,
             in_hand=lambda: self._committer.batch if self._committer else None,
+            on_lag=self._waiting,
         )
         self._lag_task = asyncio.create_task(self._lag.run(LAG_REFRESH_S), name="omnisink-lag")
         self._beat(started=True)

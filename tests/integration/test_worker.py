@@ -437,10 +437,15 @@ async def test_lag_stays_true_while_a_batch_is_blocked(
     topic = await topic_factory("lag", partitions=1)
     group = f"lag-{uuid.uuid4().hex[:6]}"
     worker = Worker(
-        sink_settings(db_url, kafka_server.url, group, topics=[topic]),
+        sink_settings(db_url, kafka_server.url, group, topics=[topic], ready_stall_s=2.0),
         install_signal_handlers=False,
     )
     labels = {"group": group, "topic": topic, "partition": "0"}
+
+    def ready() -> int:
+        assert worker.http is not None
+        status, _ = _get(f"http://127.0.0.1:{worker.http.port}/health/ready")
+        return status
 
     def lag() -> float | None:
         return worker.metrics.registry.get_sample_value("omnisink_consumer_lag", labels)
@@ -470,8 +475,11 @@ async def test_lag_stays_true_while_a_batch_is_blocked(
             await _send(kafka_server.url, topic, [_event(i, "STAMP_VALIDATED") for i in range(5)])
             await until(lambda: lag() == 15, "and goes on rising")
             assert worker.stats.records == 3, "nothing committed meanwhile"
+            # Records waited longer than OMNISINK_READY_STALL_S with no commit: not ready.
+            await until(lambda: ready() == 503, "not ready while commits stall")
         await until(lambda: worker.stats.records == 18 and lag() == 0, "falls to 0 when caught up")
         await until(lambda: age() == 0, "nothing waits")
+        await until(lambda: ready() == 200, "ready again")
     finally:
         worker.stop()
         await asyncio.wait_for(run, 30)

@@ -4,6 +4,7 @@ HTTP client."""
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import time
 from collections.abc import Iterator
@@ -120,3 +121,22 @@ def test_only_get_and_head_are_allowed(served: Served, path: str, method: str) -
     assert status == 405
     assert headers["allow"] == "GET, HEAD"
     assert b"GET, HEAD" in body
+
+
+def test_readiness_turns_503_when_records_wait_with_no_commit() -> None:
+    ready = Snapshot(beat_at=100.0, started=True, joined=True, stall_s=30.0)
+    assert ready.verdict(now=110.0)[1]
+    waiting = ready.waited(5, now=100.0)
+    assert waiting.verdict(now=129.0)[1], "within the stall time"
+    facts = waiting.verdict(now=131.0)[2]
+    assert not waiting.verdict(now=131.0)[1]
+    assert facts["stalled"]
+    assert facts["records_waiting"] == 5
+    # Still waiting: the clock runs from when records first waited, not from each refresh.
+    assert not waiting.waited(7, now=125.0).verdict(now=131.0)[1]
+    # A commit since then is progress: ready until stall_s after it.
+    committed = dataclasses.replace(waiting.waited(7, now=125.0), last_commit_at=120.0)
+    assert committed.verdict(now=149.0)[1]
+    assert not committed.verdict(now=151.0)[1]
+    # Nothing waits: ready whatever the time since the last commit.
+    assert waiting.waited(0, now=140.0).verdict(now=210.0)[1]
