@@ -14,20 +14,15 @@ hand; 0 once nothing is waiting.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 
-import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from consumer.errors import classify
 from consumer.metrics import Metrics
 from consumer.partitions import Partitions
 from consumer.store.batch import Batch
 from consumer.store.offsets import NO_OFFSET
-
-log = structlog.get_logger("omnisink.lag")
 
 
 class LagReporter:
@@ -49,18 +44,6 @@ class LagReporter:
         self.on_lag = on_lag
         self._ends: dict[TopicPartition, int] = {}
         self._starts: dict[TopicPartition, int] = {}
-
-    async def run(self, interval_s: float) -> None:
-        """Refresh every ``interval_s`` until cancelled; a broker that does not answer is
-        tried again on the next tick."""
-        while True:
-            try:
-                await self.refresh()
-            except Exception as exc:
-                if classify(exc) == "unexpected":
-                    raise
-                log.warning("lag.refresh_failed", error=str(exc))
-            await asyncio.sleep(interval_s)
 
     async def refresh(self) -> None:
         """Ask the brokers for the logs' bounds, then report."""

@@ -9,11 +9,29 @@ from __future__ import annotations
 import time
 from collections import Counter as Tally
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 
+from consumer import __version__
 from consumer.store.batch import Outcome
+from handlers.envelope import EventType
+from handlers.registry import HANDLED_TYPES
 
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+# The event_type label of a type the sink does not know (kept in event_logs with
+# OMNISINK_UNKNOWN_EVENTS=keep): producers choose those names, so they share one label value.
+OTHER_TYPE = "other"
+_KNOWN_TYPES = frozenset(t.value for t in EventType) | HANDLED_TYPES
+# Pool utilisation above which the sink warns that the pool is nearly exhausted (seed 000).
+POOL_WARN_RATIO = 0.9
 
 
 class Metrics:
@@ -22,6 +40,31 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # The process's own (CPU, memory, file descriptors), the garbage collector's, Python's.
+        ProcessCollector(registry=r)
+        GCCollector(registry=r)
+        PlatformCollector(registry=r)
+        Info("omnisink_build", "The sink's version.", registry=r).info({"version": __version__})
+        self.up = Gauge(
+            "omnisink_up",
+            "Whether the last call to the service succeeded (1) or failed (0).",
+            ["service"],
+            registry=r,
+        )
+        self.pool_connections = Gauge(
+            "omnisink_db_pool_connections",
+            "The PostgreSQL pool's sessions: size (open), free (idle), used, max.",
+            ["state"],
+            registry=r,
+        )
+        self.pool_utilisation = Gauge(
+            "omnisink_db_pool_utilisation", "Used sessions over the pool's maximum.", registry=r
+        )
+        self.pool_exhaustion = Counter(
+            "omnisink_db_pool_exhaustion_warnings",
+            f"Checks that found the pool over {POOL_WARN_RATIO:.0%} used.",
+            registry=r,
+        )
         self.records = Counter(
             "omnisink_records",
             "Records consumed, by outcome (written, duplicate, dead_letter).",
@@ -101,7 +144,11 @@ class Metrics:
         self.records.labels("duplicate").inc(len(outcome.duplicates))
         self.records.labels("dead_letter").inc(len(outcome.dead_letters))
         self.restamps.inc(outcome.counts.restamps)
-        for event_type, n in Tally(e.event_type for e in outcome.written).items():
+        for event_type, n in Tally(_label(e.event_type) for e in outcome.written).items():
             self.events.labels(event_type).inc(n)
         for kind, n in Tally(d.kind for d in outcome.dead_letters).items():
             self.dead_letters.labels(kind).inc(n)
+
+
+def _label(event_type: str) -> str:
+    return event_type if event_type in _KNOWN_TYPES else OTHER_TYPE

@@ -37,13 +37,15 @@ from consumer.settings import Settings
 from consumer.stats import Stats
 from consumer.store import database, offsets
 from consumer.store.batch import Outcome, Records
+from consumer.vitals import Vitals
 from handlers import registry
 from handlers.base import Handler
 
 log = structlog.get_logger("omnisink.worker")
 
-# How often every owned partition's lag is refreshed, whether or not batches commit.
-LAG_REFRESH_S = 5.0
+# How often lag, the pool's statistics and the services' state are reported (consumer/vitals.py),
+# whether or not batches commit.
+VITALS_EVERY_S = 5.0
 
 
 class Worker:
@@ -78,7 +80,7 @@ class Worker:
         self._producer: AIOKafkaProducer | None = None
         self._committer: Committer | None = None
         self._lag: LagReporter | None = None
-        self._lag_task: asyncio.Task[None] | None = None
+        self._vitals: asyncio.Task[None] | None = None
         # Between attempts of a retried call: partitions paused, the consumer polled.
         self._wait = kafka.PausedWait(
             lambda: self._consumer,
@@ -241,7 +243,8 @@ class Worker:
             in_hand=lambda: self._committer.batch if self._committer else None,
             on_lag=self._waiting,
         )
-        self._lag_task = asyncio.create_task(self._lag.run(LAG_REFRESH_S), name="omnisink-lag")
+        vitals = Vitals(self._lag, pool, self.metrics)
+        self._vitals = asyncio.create_task(vitals.run(VITALS_EVERY_S), name="omnisink-vitals")
         self._beat(started=True)
         log.info(
             "worker.started",
@@ -253,9 +256,9 @@ class Worker:
         )
 
     async def _close(self) -> None:
-        if self._lag_task is not None:
-            self._lag_task.cancel()
-            await asyncio.wait([self._lag_task])  # its CancelledError stays in the task
+        if self._vitals is not None:
+            self._vitals.cancel()
+            await asyncio.wait([self._vitals])  # its CancelledError stays in the task
         if self.http is not None:
             self.http.stop()
         # Leaving the group hands the partitions to another member at once.

@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata
 
+from consumer import __version__
 from consumer.errors import FatalError
 from consumer.kafka import without_dlq as _without_dlq
 from consumer.settings import DEFAULT_TOPIC_PATTERN, KafkaSettings
@@ -483,3 +484,67 @@ async def test_lag_stays_true_while_a_batch_is_blocked(
     finally:
         worker.stop()
         await asyncio.wait_for(run, 30)
+
+
+async def test_the_exposition_reports_the_process_pool_and_services(
+    kafka_server: Service, db_url: str, topic_factory: TopicFactory
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    topic = await topic_factory("vitals", partitions=1)
+    await _send(kafka_server.url, topic, [_event(0, "NO_SUCH_TYPE")])
+    worker = Worker(
+        sink_settings(db_url, kafka_server.url, f"v-{uuid.uuid4().hex[:6]}", topics=[topic]),
+        install_signal_handlers=False,
+    )
+    run = asyncio.create_task(worker.run())
+    try:
+        registry = worker.metrics.registry
+        deadline = asyncio.get_running_loop().time() + 30
+        while registry.get_sample_value("omnisink_up", {"service": "postgresql"}) is None:
+            assert not run.done(), run
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.1)
+        assert worker.http is not None
+        status, body = await asyncio.to_thread(_get, f"http://127.0.0.1:{worker.http.port}/metrics")
+        assert status == 200
+        families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+        assert registry.get_sample_value("omnisink_up", {"service": "kafka"}) == 1
+        assert registry.get_sample_value("omnisink_up", {"service": "postgresql"}) == 1
+        assert registry.get_sample_value("omnisink_build_info", {"version": __version__}) == 1
+        assert "process_resident_memory_bytes" in families
+        assert "python_gc_collections" in families
+        size = registry.get_sample_value("omnisink_db_pool_connections", {"state": "size"})
+        most = registry.get_sample_value("omnisink_db_pool_connections", {"state": "max"})
+        assert size is not None
+        assert most == worker.settings.database.pool_max_size
+        # An event type a producer made up is counted under one label value, not its own.
+        while worker.stats.records < 1:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.1)
+        assert (
+            registry.get_sample_value("omnisink_events_written_total", {"event_type": "other"}) == 1
+        )
+    finally:
+        worker.stop()
+        await asyncio.wait_for(run, 30)
+
+
+def test_promtool_accepts_the_exposition() -> None:
+    import shutil
+    import subprocess
+
+    from prometheus_client import generate_latest
+
+    from consumer.metrics import Metrics
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed here; the exposition is parsed by the test above")
+    done = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=generate_latest(Metrics().registry),
+        check=False,
+        capture_output=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
