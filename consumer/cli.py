@@ -157,12 +157,13 @@ def run(
     ),
 ) -> None:
     """Run the sink: consume the subscribed topics into PostgreSQL until SIGTERM/SIGINT."""
-    from consumer import logs
+    from consumer import lifecycle, logs
     from consumer.errors import FatalError
     from consumer.worker import Worker
 
     settings = _load_settings()
     logs.configure(settings.log_level, settings.log_format)
+    lifecycle.tune_gc()
     worker = Worker(settings, until_caught_up=until_caught_up, drain_timeout_s=timeout_s)
     try:
         stats = asyncio.run(worker.run())

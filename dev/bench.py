@@ -37,7 +37,7 @@ from aiokafka.structs import OffsetAndMetadata
 from rich.console import Console
 from rich.table import Table
 
-from consumer import logs, migrate
+from consumer import lifecycle, logs, migrate
 from consumer.replay import plan, store
 from consumer.replay.plan import Bounds
 from consumer.replay.run import Replayer, replay_consumer
@@ -297,8 +297,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--naive-events", type=int, default=5_000)
     parser.add_argument("--json", default="bench-results.json", help="where the figures go")
+    parser.add_argument(
+        "--gc",
+        choices=("tuned", "default"),
+        default="tuned",
+        help="the collector as `omnisink run` sets it (consumer/lifecycle.py), or Python's",
+    )
     args = parser.parse_args(argv)
     logs.configure("WARNING", "console")
+    if args.gc == "tuned":
+        lifecycle.tune_gc()
     console = Console()
     results = asyncio.run(_main(args.events, args.naive_events, console))
     _report(console, results, args.events)

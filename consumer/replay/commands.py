@@ -25,6 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from consumer import lifecycle
 from consumer.dlq import queries
 from consumer.dlq.model import DlqError
 from consumer.dlq.render import console, dumps
@@ -173,6 +174,7 @@ async def _run(settings: Settings, replay: Replay, *, as_json: bool) -> None:
     with _progress_bar(replay, enabled=not as_json) as on_progress:
         # Ctrl-C and SIGTERM stop it after the batch in hand, where a process has signals.
         signals = threading.current_thread() is threading.main_thread()
+        lifecycle.tune_gc()
         replayer = Replayer(
             settings, replay, on_progress=on_progress, install_signal_handlers=signals
         )
