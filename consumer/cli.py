@@ -30,7 +30,7 @@ app = typer.Typer(
         "Every setting is an OMNISINK_* environment variable; `omnisink config` lists them."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -93,9 +93,23 @@ def version() -> None:
 
 
 @app.command()
-def config() -> None:
+def config(
+    env: Annotated[
+        bool,
+        typer.Option(
+            "--env",
+            help="As a .env file that loads back (pydantic-settings, python-dotenv): values "
+            "quoted where needed, unset settings commented out, secrets redacted (***).",
+        ),
+    ] = False,
+) -> None:
     """Print every OMNISINK_* setting with its current value (secrets redacted)."""
     settings = _load_settings()
+    if env:
+        from consumer.check import dotenv
+
+        typer.echo(dotenv(settings, os.environ), nl=False)
+        return
     for name, value in _flatten(settings.model_dump(mode="json")).items():
         shown = settings.database.redacted_url if name == "DATABASE_URL" else value
         typer.echo(f"OMNISINK_{name}={shown}")
@@ -110,6 +124,24 @@ def _flatten(values: dict[str, object], prefix: str = "") -> dict[str, object]:
         else:
             flat[name] = value
     return flat
+
+
+@app.command()
+def check(
+    timeout_s: Annotated[
+        float,
+        typer.Option(
+            "--timeout-s", min=0.1, help="How long each check waits for PostgreSQL or Kafka."
+        ),
+    ] = 5.0,
+) -> None:
+    """Check what the sink needs, one line each, changing nothing: the configuration loads,
+    PostgreSQL answers and is at the migrations' head, Kafka answers, the subscription matches
+    topics, their dead-letter topics exist or may be created. Exit 0 all passed, 1 one failed,
+    2 invalid configuration."""
+    from consumer import check as checks
+
+    raise typer.Exit(code=checks.main(timeout_s))
 
 
 @app.command()
@@ -204,7 +236,7 @@ def run(
 dlq_app = typer.Typer(
     name="dlq",
     help="Dead letters (omnisink.dead_letters): list them, show one, redrive them to their "
-    "original topics once the cause is fixed.",
+    "original topics once the cause is fixed, or discard them.",
     no_args_is_help=True,
 )
 app.add_typer(dlq_app, name="dlq")
@@ -335,6 +367,40 @@ def dlq_redrive(
         raise typer.Exit(code=2)
     settings = _load_settings()
     _run_dlq("redrive", settings, commands.redrive_dead_letters(settings, filters, dry_run=dry_run))
+
+
+@dlq_app.command(
+    "discard",
+    help="Mark pending dead letters discarded: their records are given up on. They stay in "
+    "omnisink.dead_letters (`dlq list --status discarded`) and are never redriven; nothing is "
+    "published or deleted.",
+)
+def dlq_discard(
+    *,
+    ids: Annotated[
+        list[int] | None,
+        typer.Option("--id", metavar="ID", help="This dead letter (repeat for more)."),
+    ] = None,
+    kind: KindOption = None,
+    topic: TopicOption = None,
+    since: SinceOption = None,
+    every: Annotated[
+        bool, typer.Option("--all", help="Every pending dead letter (no other filter needed).")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be discarded; change nothing.")
+    ] = False,
+) -> None:
+    filters = Filters(topic=topic, kind=_kind(kind), since=_since(since), ids=tuple(ids or ()))
+    if filters.empty and not every:
+        typer.echo(
+            "omnisink dlq discard: say which dead letters: --id, --kind, --topic, --since, "
+            "or --all for every pending one (--dry-run to see them first)",
+            err=True,
+        )
+        raise typer.Exit(code=2)
+    settings = _load_settings()
+    _run_dlq("discard", settings, commands.discard_dead_letters(settings, filters, dry_run=dry_run))
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""The dead letters in PostgreSQL, for an operator: list them, show one, send them back (redrive).
+"""The dead letters in PostgreSQL, for an operator: list them, show one, send them back (redrive),
+or give up on them (discard).
 
 Contract section 5. ``omnisink.dead_letters`` (migration 013) keeps every record the sink could
 never write, with its original key, value and headers; the ``omnisink dlq`` commands
@@ -9,7 +10,7 @@ never write, with its original key, value and headers; the ``omnisink dlq`` comm
 - ``queries``: the connection and every statement, written out whole;
 - ``redrive``: the redrive protocol (publish, acknowledge, mark);
 - ``render``: tables, plain lines and JSON;
-- ``commands``: ``list``, ``show`` and ``redrive``, from parsed arguments to output.
+- ``commands``: ``list``, ``show``, ``redrive`` and ``discard``, from parsed arguments to output.
 
 Redrive publishes each selected record again to its ORIGINAL topic, with its original key,
 value and headers plus ``omnisink.redrive.of: <dead letter id>``, with acks=all, in id order,
@@ -32,6 +33,10 @@ Decisions:
 - **A failure stops the redrive**: nothing after the first record that could not be
   published is sent; every record the broker acknowledged is marked (so running the command
   again does not publish it twice), the rest stays pending.
+- **Discard is a mark, in one statement**: pending rows matching the filters become
+  ``discarded`` (``status = 'pending'`` guard; a row a redrive holds locked is waited for, then
+  skipped as redriven). Nothing is published or deleted, and a discarded row is never selected
+  by a redrive. The table has no column for who discarded a row or when (migration 013).
 - **Bytes are shown as UTF-8 text when they decode to printable text**, else as hex, always
   saying which (``utf-8`` or ``hex``): a value with terminal escapes is never printed raw.
 """

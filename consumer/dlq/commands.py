@@ -56,7 +56,7 @@ async def redrive_dead_letters(settings: Settings, filters: Filters, *, dry_run:
     """
     async with queries.connect(settings) as conn:
         if filters.ids:
-            await _check_ids(conn, filters.ids)
+            await _check_ids(conn, filters.ids, "redrive", "redriven")
         todo = await queries.pending(conn, filters)
         if not todo:
             typer.echo("omnisink dlq redrive: no pending dead letter matches; nothing to do")
@@ -77,17 +77,51 @@ async def redrive_dead_letters(settings: Settings, filters: Filters, *, dry_run:
     _report(result)
 
 
-async def _check_ids(conn: asyncpg.Connection, ids: Sequence[int]) -> None:
+async def discard_dead_letters(settings: Settings, filters: Filters, *, dry_run: bool) -> None:
+    """Mark the pending dead letters matching ``filters`` discarded (or, with ``dry_run``,
+    list them): kept in the table, never redriven, nothing published or deleted.
+
+    An unknown id stops it before anything changes; ids that are not pending are skipped,
+    and said so.
+    """
+    async with queries.connect(settings) as conn:
+        if filters.ids:
+            await _check_ids(conn, filters.ids, "discard", "discarded")
+        if dry_run:
+            todo = await queries.pending(conn, filters)
+            if not todo:
+                typer.echo("omnisink dlq discard: no pending dead letter matches; nothing to do")
+                return
+            render.console().print(render.table(todo, title="would be discarded"))
+            topics = render.topics_summary(Counter(row.topic for row in todo))
+            typer.echo(
+                f"omnisink dlq discard: dry run: {len(todo)} would be discarded from {topics}; "
+                "nothing was changed"
+            )
+            return
+        marked = await queries.mark_discarded(conn, filters)
+    if not marked:
+        typer.echo("omnisink dlq discard: no pending dead letter matches; nothing to do")
+        return
+    topics = render.topics_summary(Counter(topic for _, topic in marked))
+    typer.echo(f"omnisink dlq discard: {len(marked)} discarded from {topics}")
+
+
+async def _check_ids(
+    conn: asyncpg.Connection, ids: Sequence[int], command: str, done_word: str
+) -> None:
+    """Every id exists (else a :class:`DlqError`, exit 1, before anything changes); those
+    that are not pending are said to be skipped."""
     statuses = await queries.fetch_statuses(conn, ids)
     missing = sorted(set(ids) - set(statuses))
     if missing:
         raise DlqError(
-            f"no dead letter with id {', '.join(map(str, missing))}; nothing was redriven"
+            f"no dead letter with id {', '.join(map(str, missing))}; nothing was {done_word}"
         )
     done = sorted((i, s) for i, s in statuses.items() if s != "pending")
     if done:
         shown = ", ".join(f"{i} ({s})" for i, s in done)
-        typer.echo(f"omnisink dlq redrive: not pending, skipped: {shown}", err=True)
+        typer.echo(f"omnisink dlq {command}: not pending, skipped: {shown}", err=True)
 
 
 def _report(result: RedriveResult) -> None:

@@ -75,6 +75,23 @@ MARK_REDRIVEN = Sql(
 )
 
 
+# Mark the pending dead letters matching the filters discarded, in one statement: a row a
+# redrive holds locked is waited for, and skipped once the redrive has marked it. The rows
+# marked are returned.
+MARK_DISCARDED = Sql(
+    """
+    UPDATE omnisink.dead_letters SET status = 'discarded'
+    WHERE ($1::text IS NULL OR topic = $1)
+      AND ($2::text IS NULL OR error_kind = $2)
+      AND ($3::timestamptz IS NULL OR failed_at >= $3)
+      AND ($4::bigint[] IS NULL OR id = ANY($4))
+      AND status = 'pending'
+    RETURNING id, topic
+""",
+    name="dlq.mark_discarded",
+)
+
+
 def _filters(filters: Filters) -> tuple[str | None, str | None, datetime | None, list[int] | None]:
     """``$1`` to ``$4`` of a statement that selects by the operator's filters."""
     return filters.topic, filters.kind, filters.since, list(filters.ids) or None
@@ -162,3 +179,10 @@ async def mark_redriven(conn: asyncpg.Connection, ids: Sequence[int]) -> list[in
     """Mark ``ids`` redriven, those still pending only; return the ids marked."""
     rows = await conn.fetch(MARK_REDRIVEN.sql, list(ids))
     return sorted(row["id"] for row in rows)
+
+
+async def mark_discarded(conn: asyncpg.Connection, filters: Filters) -> list[tuple[int, str]]:
+    """Mark the pending dead letters matching ``filters`` discarded; return (id, topic) of
+    each one marked, in id order."""
+    rows = await conn.fetch(MARK_DISCARDED.sql, *_filters(filters))
+    return sorted((row["id"], row["topic"]) for row in rows)
