@@ -1,5 +1,7 @@
 """Commit fetched records: decode them once, write them with their offsets
 (consumer/store/batch.py), retry while the faults are transient, count the outcome once.
+The daemon submits each batch to be written in the background while it fetches and decodes
+the next (:meth:`Committer.submit`); batches still commit one after the other, in order.
 
 The daemon's loop (consumer/worker.py) and ``omnisink replay`` (consumer/replay/) both commit
 through this class; they differ only in the offsets' owner (the consumer group, or the
@@ -41,6 +43,7 @@ def database_retrier(
     sleep: Callable[[float], Awaitable[None]],
     on_breaker: Callable[[str], None] = lambda state: None,
     on_failing: Callable[[str | None], None] = lambda what: None,
+    on_settled: Callable[[], None] = lambda: None,
 ) -> Retrier:
     """The retrier every call into PostgreSQL and Kafka runs under, behind the database's
     circuit breaker (consumer/retry.py); retries and the breaker's state counted once."""
@@ -68,6 +71,7 @@ def database_retrier(
         sleep=sleep,
         on_retry=retried,
         on_failing=on_failing,
+        on_settled=on_settled,
         explain=lambda exc: database.explain(exc, settings),
     )
 
@@ -90,8 +94,8 @@ class Committer:
         stopping: asyncio.Event,
         lock: asyncio.Lock,
         on_fenced: Callable[[list[TopicPartition]], None],
-        after_attempts: Callable[[], None],
         on_committed: Callable[[Outcome], None],
+        after_commit: Callable[[], Awaitable[None]] | None = None,
         reapply: Collection[str] = (),
     ) -> None:
         self.settings = settings
@@ -108,9 +112,11 @@ class Committer:
         # partitions while the database is away (consumer/partitions.py).
         self.lock = lock
         self.on_fenced = on_fenced
-        self.after_attempts = after_attempts
         self.on_committed = on_committed
+        self.after_commit = after_commit
         self.reapply = frozenset(reapply)
+        # The batch being written (submit) while the caller fetches and decodes the next.
+        self._writing: asyncio.Task[None] | None = None
         # The batch in hand, for the log line of a crash.
         self.batch: Batch | None = None
 
@@ -123,16 +129,52 @@ class Committer:
         }
         return {"batch_records": batch.size, "batch_first_offsets": firsts}
 
+    async def prepare(self, records: Records) -> Batch:
+        """Decode ``records``, once (a retried batch reuses its events and dead letters)."""
+        s = self.settings
+        return await Batch.decode_yielding(
+            records, max_bytes=s.max_message_bytes, keep_unknown=s.unknown_events == "keep"
+        )
+
+    async def submit(self, batch: Batch) -> None:
+        """Write ``batch`` in the background once the batch submitted before it has
+        committed (batches commit in order); its failure is raised by the next
+        :meth:`submit` or :meth:`settle`. PostgreSQL writes one batch while the caller
+        fetches and decodes the next."""
+        await self.settle()
+        self._writing = asyncio.create_task(self._write(batch), name="omnisink-batch")
+
+    async def _write(self, batch: Batch) -> None:
+        if await self.commit_batch(batch) and self.after_commit is not None:
+            await self.after_commit()
+
+    async def settle(self) -> None:
+        """Wait for the batch being written; its failure is raised here."""
+        task, self._writing = self._writing, None
+        if task is not None:
+            await task
+
+    async def abandon(self) -> None:
+        """The caller failed or was cancelled: a write still running is cancelled (its
+        transaction rolls back; its records are read again by the next owner)."""
+        task, self._writing = self._writing, None
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.wait([task])
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("batch.abandoned", error=str(task.exception()))
+
     async def commit(self, records: Records) -> bool:
-        """Write ``records`` and their offsets; False when abandoned because the sink is
+        """:meth:`prepare` and :meth:`commit_batch`."""
+        return await self.commit_batch(await self.prepare(records))
+
+    async def commit_batch(self, batch: Batch) -> bool:
+        """Write the batch and its offsets; False when abandoned because the sink is
         stopping while the database or the broker is away (nothing was written: the next
         owner reads the records again). Partitions fenced by another writer are handed to
         ``on_fenced`` (to be sought again) and the rest of the batch is written without them.
         """
-        s = self.settings
-        batch = Batch.decode(
-            records, max_bytes=s.max_message_bytes, keep_unknown=s.unknown_events == "keep"
-        )
         self.batch = batch
         while True:
             try:
@@ -148,8 +190,6 @@ class Committer:
                     raise
                 log.warning("batch.abandoned_on_stop", error=str(exc))
                 return False
-            finally:
-                self.after_attempts()
         self.batch = None
         return True
 

@@ -123,13 +123,15 @@ async def fetch_batch(
     seek_pending: Callable[[], bool],
     out_of_range: set[TopicPartition],
     unpositioned: set[TopicPartition],
+    lock: asyncio.Lock,
 ) -> Records:
     """Records until the batch is full (records or bytes) or the wait is over; nothing once
     stopping, and no more waiting while partitions wait for their seek. Partitions the broker
     says are fetched past their log (OFFSET_OUT_OF_RANGE) are added to ``out_of_range``, and
     the records already fetched are returned (their positions have moved on). Partitions the
     client found without a position before the sink sought them (it never resets one by itself)
-    are added to ``unpositioned``."""
+    are added to ``unpositioned``. ``lock`` is held around each poll: the wait of a batch
+    being retried meanwhile polls the same consumer (:class:`PausedWait`)."""
     s = settings
     loop = asyncio.get_running_loop()
     deadline = loop.time() + s.batch_max_wait_ms / 1000
@@ -138,9 +140,10 @@ async def fetch_batch(
     while not stopping():
         remaining_ms = max(0, int((deadline - loop.time()) * 1000))
         try:
-            got = await consumer.getmany(
-                timeout_ms=remaining_ms, max_records=s.batch_max_records - count
-            )
+            async with lock:
+                got = await consumer.getmany(
+                    timeout_ms=remaining_ms, max_records=s.batch_max_records - count
+                )
         except OffsetOutOfRangeError as exc:
             out_of_range.update(exc.args[0] if exc.args and isinstance(exc.args[0], dict) else ())
             break
@@ -233,6 +236,7 @@ async def poll_paused(
     *,
     stopping: Callable[[], bool],
     beat: Callable[[], None],
+    lock: asyncio.Lock,
 ) -> None:
     """Poll for ``seconds`` with the partitions paused: returns nothing, but keeps the member
     inside ``max.poll.interval.ms`` and lets rebalances run.
@@ -247,7 +251,16 @@ async def poll_paused(
         if remaining_ms <= 0:
             break
         try:
-            await consumer.getmany(timeout_ms=min(remaining_ms, 500))
+            async with lock:
+                # Paused again before every poll: another call's retry may have resumed them
+                # meanwhile, and a record returned here would be dropped.
+                pause_all(consumer)
+                got = await consumer.getmany(timeout_ms=min(remaining_ms, 500))
+            for tp, records in got.items():
+                # Resumed during the poll after all: read them again later, never drop them.
+                if records:
+                    consumer.seek(tp, records[0].offset)
+                    log.warning("poll_paused.records_put_back", partition=str(tp))
         except (NoOffsetForPartitionError, OffsetOutOfRangeError):
             # Returned at once: wait out the poll's share of the time instead of spinning.
             await asyncio.sleep(min(remaining_ms, 500) / 1000)
@@ -267,12 +280,17 @@ class PausedWait:
         stopping: asyncio.Event,
         beat: Callable[[], None],
         unsought: Callable[[], Iterable[TopicPartition]],
+        lock: asyncio.Lock,
     ) -> None:
         self._consumer = consumer
+        self._lock = lock
         self._stopping = stopping
         self._beat = beat
         self._unsought = unsought
         self._paused = False
+        # Calls waiting now: the batch being written and the loop's own (a drain check, a
+        # seek) can be retried at once; the partitions stay paused until none waits.
+        self._waiting = 0
 
     async def __call__(self, seconds: float) -> None:
         consumer = self._consumer()
@@ -281,11 +299,19 @@ class PausedWait:
                 await asyncio.wait_for(self._stopping.wait(), seconds)
             return
         self._paused |= pause_all(consumer)
-        await poll_paused(consumer, seconds, stopping=self._stopping.is_set, beat=self._beat)
+        self._waiting += 1
+        try:
+            await poll_paused(
+                consumer, seconds, stopping=self._stopping.is_set, beat=self._beat, lock=self._lock
+            )
+        finally:
+            self._waiting -= 1
 
     def resume(self) -> None:
+        """A retried call is over: resume what the waits paused, unless another call is
+        waiting (its own end resumes them)."""
         consumer = self._consumer()
-        if self._paused and consumer is not None:
+        if self._paused and self._waiting == 0 and consumer is not None:
             self._paused = False
             resume_except(consumer, self._unsought())
 

@@ -97,20 +97,27 @@ class Partitions:
         kafka: AIOKafkaConsumer,
         load: Callable[[list[TopicPartition]], Awaitable[dict[TopicPartition, int]]],
         start: str = "earliest",
+        record: Callable[[dict[TopicPartition, int]], Awaitable[set[TopicPartition]]] | None = None,
     ) -> None:
-        """Seek every unsought partition to the offset PostgreSQL holds, then resume it."""
+        """Seek every unsought partition to the offset PostgreSQL holds, then resume it.
+
+        Where PostgreSQL holds nothing, the partition starts at Kafka's committed offset (a
+        group moving onto this sink), else per OMNISINK_AUTO_OFFSET_RESET, and ``record``
+        writes that start to PostgreSQL at once (returning the partitions another member
+        wrote first, sought again next turn): PostgreSQL then says where every owned
+        partition stands even before its first record, which is what the drain and the lag
+        read."""
         tps = self.unsought()
         if not tps:
             return
         stored = await load(tps)
         tps = [tp for tp in tps if tp in self._owned]  # a rebalance may run during the load
+        starts: dict[TopicPartition, int] = {}
         for tp in tps:
             if tp in stored:
                 kafka.seek(tp, stored[tp])
                 self._owned[tp].expected = stored[tp]
                 continue
-            # PostgreSQL holds nothing: a group moving onto this sink resumes from Kafka's
-            # committed offset; a new group starts per OMNISINK_AUTO_OFFSET_RESET.
             committed = await kafka.committed(tp)
             if committed is not None:
                 kafka.seek(tp, committed)
@@ -118,8 +125,19 @@ class Partitions:
                 await kafka.seek_to_end(tp)
             else:
                 await kafka.seek_to_beginning(tp)
-            self._owned[tp].expected = NO_OFFSET
-        kafka.resume(*tps)
+            starts[tp] = await kafka.position(tp)
+        if record is None:  # nothing written: the fence expects no row
+            lost: set[TopicPartition] = set()
+            fence = dict.fromkeys(starts, NO_OFFSET)
+        else:
+            lost = await record(starts) if starts else set()
+            fence = starts
+        for tp in starts:
+            if tp in self._owned:
+                self._owned[tp].expected = None if tp in lost else fence[tp]
+        resumed = [tp for tp in tps if tp in self._owned and tp not in lost]
+        if resumed:
+            kafka.resume(*resumed)
 
     async def beyond_the_log(self, kafka: AIOKafkaConsumer) -> list[TopicPartition]:
         """Owned partitions whose log now ends before the offset PostgreSQL holds: the broker

@@ -58,9 +58,13 @@ class Retrier:
         sleep: Callable[[float], Awaitable[None]],
         on_retry: Callable[[str], None],
         on_failing: Callable[[str | None], None] = lambda what: None,
+        on_settled: Callable[[], None] = lambda: None,
         explain: Callable[[BaseException], str] = str,
     ) -> None:
         self.breaker = breaker
+        # Called when a call that waited between attempts is over, whatever its outcome: the
+        # worker resumes the partitions its waits paused.
+        self._on_settled = on_settled
         self._stopping = stopping
         self._sleep = sleep
         self._on_retry = on_retry
@@ -91,8 +95,11 @@ class Retrier:
         ones too until the start-up ``deadline``. While stopping, an error is not retried: it
         propagates to the caller."""
         retried: tuple[Verdict, ...] = ("transient",) if deadline is None else RETRIED_AT_START
+        waited = False
 
         def before_sleep(state: RetryCallState) -> None:
+            nonlocal waited
+            waited = True
             exc = state.outcome.exception() if state.outcome else None
             verdict = classify(exc) if exc else "transient"
             if verdict == "transient":
@@ -140,4 +147,7 @@ class Retrier:
             if verdict == "fatal" and not isinstance(exc, FatalError):
                 raise FatalError(self._explain(exc)) from exc
             raise
+        finally:
+            if waited:
+                self._on_settled()
         raise AssertionError("unreachable")  # pragma: no cover

@@ -81,12 +81,15 @@ class Worker:
         self._committer: Committer | None = None
         self._lag: LagReporter | None = None
         self._vitals: asyncio.Task[None] | None = None
-        # Between attempts of a retried call: partitions paused, the consumer polled.
+        # Between attempts of a retried call: partitions paused, the consumer polled. The loop
+        # fetches the next batch while one is written, so polls take turns (poll_lock).
+        self.poll_lock = asyncio.Lock()
         self._wait = kafka.PausedWait(
             lambda: self._consumer,
             stopping=self._stopping,
             beat=self._beat,
             unsought=self.partitions.unsought,
+            lock=self.poll_lock,
         )
         self.http: HealthServer | None = None
         self.health = Snapshot(beat_at=time.monotonic(), stall_s=settings.ready_stall_s)
@@ -98,6 +101,7 @@ class Worker:
             sleep=self._wait,
             on_breaker=lambda state: self._update(breaker=state),
             on_failing=lambda what: self._update(failing=what),  # not ready while it fails
+            on_settled=self._wait.resume,
         )
         self.breaker = self.retrier.breaker
 
@@ -149,6 +153,7 @@ class Worker:
             await self._start()
             while not self._stopping.is_set() and await self._turn():
                 pass
+            await self._settle()  # the last batch is committed before the member leaves
         except FatalError:
             raise  # the caller says what to fix (exit 2), without a traceback
         except Exception as exc:
@@ -166,6 +171,8 @@ class Worker:
             )
             raise
         finally:
+            if self._committer is not None:
+                await self._committer.abandon()
             await self._close()
 
     async def _turn(self) -> bool:
@@ -173,7 +180,12 @@ class Worker:
         PostgreSQL is retried while its faults are transient."""
         self._beat()
         start = self.settings.auto_offset_reset
-        await self.retrier.run("seek", lambda: self.partitions.seek(self._kafka, self._load, start))
+        if self.partitions.unsought():
+            await self._settle()  # positions move only between batches
+            await self.retrier.run(
+                "seek",
+                lambda: self.partitions.seek(self._kafka, self._load, start, self._record_starts),
+            )
         lost: set[TopicPartition] = set()
         unpositioned: set[TopicPartition] = set()
         records = await kafka.fetch_batch(
@@ -183,20 +195,23 @@ class Worker:
             seek_pending=lambda: bool(self.partitions.unsought()),
             out_of_range=lost,
             unpositioned=unpositioned,
+            lock=self.poll_lock,
         )
         if unpositioned:  # sought again from PostgreSQL on the next turn
+            await self._settle()
             self.partitions.fenced(sorted(unpositioned))
             self._kafka.pause(*unpositioned)
         if records:
             if self.stats.first_record_at is None:
                 self.stats.first_record_at = time.monotonic()
-            await self._process(records)
+            await self._write_next(records)
         lost.update(
             await self.retrier.run(
                 "log_bounds", lambda: self.partitions.beyond_the_log(self._kafka)
             )
         )
         if lost:
+            await self._settle()
             await self.retrier.run("offset_reset", lambda: self._reset(sorted(lost)))
         return self.drain is None or not await self._drained(self.drain)
 
@@ -231,8 +246,8 @@ class Worker:
             stopping=self._stopping,
             lock=self.batch_lock,
             on_fenced=lambda tps: self._kafka.pause(*tps),
-            after_attempts=self._wait.resume,
             on_committed=self._committed,
+            after_commit=self._after_commit,
         )
         await kafka.start(self._consumer, self._producer, s)
         self._lag = LagReporter(
@@ -304,6 +319,20 @@ class Worker:
             return True
         return drain.expired
 
+    async def _record_starts(self, starts: dict[TopicPartition, int]) -> set[TopicPartition]:
+        """Write where partitions PostgreSQL held nothing for start; those another member
+        wrote first are returned (consumer/partitions.py)."""
+
+        async def store() -> set[TopicPartition]:
+            async with self._connection() as conn:
+                try:
+                    await offsets.store(conn, self.settings.group_id, starts, {})
+                except offsets.OffsetFenced as fenced:
+                    return set(fenced.partitions)
+            return set()
+
+        return await self.retrier.run("record_starts", store)
+
     async def _load(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         async def load() -> dict[TopicPartition, int]:
             async with self._connection() as conn:
@@ -313,11 +342,18 @@ class Worker:
 
     # -- write (consumer/committer.py) ----------------------------------------------------
 
-    async def _process(self, records: Records) -> None:
+    async def _write_next(self, records: Records) -> None:
+        """Decode ``records`` while the batch before them is written, then hand them to the
+        committer, which writes them once that one has committed (consumer/committer.py)."""
         if self._committer is None:
             raise RuntimeError("the worker is not started")
-        if not await self._committer.commit(records):
-            return  # stopping while the database or broker is away: read again by the next owner
+        await self._committer.submit(await self._committer.prepare(records))
+
+    async def _settle(self) -> None:
+        if self._committer is not None:
+            await self._committer.settle()
+
+    async def _after_commit(self) -> None:
         if self._lag is not None:
             self._lag.report()
         await kafka.commit_best_effort(self._kafka, self.partitions.expected())

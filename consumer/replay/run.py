@@ -234,7 +234,6 @@ class Replayer:
             stopping=self._stopping,
             lock=asyncio.Lock(),
             on_fenced=fenced,
-            after_attempts=lambda: None,
             on_committed=committed,
             reapply=self.replay.reapply,
         )

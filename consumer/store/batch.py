@@ -33,8 +33,9 @@ Halves are written in order, so the rest of the batch still commits in order.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -98,19 +99,29 @@ class Batch:
 
     @classmethod
     def decode(cls, records: Records, *, max_bytes: int, keep_unknown: bool) -> Batch:
-        events: list[Event] = []
-        refused: list[DeadLetter] = []
-        for rs in records.values():
-            for record in rs:
-                try:
-                    judged = _judge(record, max_bytes=max_bytes, keep_unknown=keep_unknown)
-                except Exception as exc:  # noqa: BLE001 - nobody classified it: this record's alone
-                    judged = from_exception(record, "internal", exc)
-                if isinstance(judged, DeadLetter):
-                    refused.append(judged)
-                else:
-                    events.append(judged)
-        return cls(records, events, refused)
+        batch = cls(records, [], [])
+        for record in _each(records):
+            batch._add(_judged(record, max_bytes=max_bytes, keep_unknown=keep_unknown))
+        return batch
+
+    @classmethod
+    async def decode_yielding(
+        cls, records: Records, *, max_bytes: int, keep_unknown: bool, every: int = 200
+    ) -> Batch:
+        """:meth:`decode`, handing the event loop back every ``every`` records, so the batch
+        written meanwhile (consumer/worker.py) gets PostgreSQL's answers as they come."""
+        batch = cls(records, [], [])
+        for n, record in enumerate(_each(records), 1):
+            batch._add(_judged(record, max_bytes=max_bytes, keep_unknown=keep_unknown))
+            if n % every == 0:
+                await asyncio.sleep(0)
+        return batch
+
+    def _add(self, judged: Event | DeadLetter) -> None:
+        if isinstance(judged, DeadLetter):
+            self.refused.append(judged)
+        else:
+            self.events.append(judged)
 
     @property
     def size(self) -> int:
@@ -144,6 +155,20 @@ class Batch:
             )
             self._letters[source] = held
         return held
+
+
+def _each(records: Records) -> Iterator[ConsumerRecord[bytes, bytes]]:
+    for rs in records.values():
+        yield from rs
+
+
+def _judged(
+    record: ConsumerRecord[bytes, bytes], *, max_bytes: int, keep_unknown: bool
+) -> Event | DeadLetter:
+    try:
+        return _judge(record, max_bytes=max_bytes, keep_unknown=keep_unknown)
+    except Exception as exc:  # noqa: BLE001 - nobody classified it: this record's alone
+        return from_exception(record, "internal", exc)
 
 
 def _judge(

@@ -124,6 +124,38 @@ async def test_resumes_from_postgres_offsets_and_falls_back_to_kafkas(
     assert await _kafka_committed(kafka_server.url, group, [p0, p1]) == {p0: 10, p1: 10}
 
 
+async def test_a_group_whose_kafka_offsets_are_at_the_end_is_caught_up_at_once(
+    kafka_server: Service, db_url: str, db: asyncpg.Connection, topic_factory: TopicFactory
+) -> None:
+    # A group moving onto this sink, its Kafka offsets at the end of each log: there is
+    # nothing to read, and the drain must say so rather than wait for a record that never
+    # comes to put an offset into PostgreSQL.
+    topic = await topic_factory("moved", partitions=2)
+    group = f"moved-{uuid.uuid4().hex[:6]}"
+    for p in (0, 1):
+        await _send(kafka_server.url, topic, [_event(i, "CUSTOM_EVENT") for i in range(5)], p)
+    p0, p1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    committer = AIOKafkaConsumer(
+        bootstrap_servers=kafka_server.url, group_id=group, enable_auto_commit=False
+    )
+    await committer.start()
+    committer.assign([p0, p1])
+    await committer.commit({p0: OffsetAndMetadata(5, ""), p1: OffsetAndMetadata(5, "")})
+    await committer.stop()
+
+    worker = Worker(
+        sink_settings(db_url, kafka_server.url, group, topics=[topic]),
+        until_caught_up=True,
+        drain_timeout_s=60,
+        install_signal_handlers=False,
+    )
+    await asyncio.wait_for(worker.run(), 90)
+    assert worker.caught_up.is_set(), "the drain timed out"
+    assert worker.stats.records == 0
+    # Where the sink started is in PostgreSQL now, before any record.
+    assert await offsets.load(db, group, [p0, p1]) == {p0: 5, p1: 5}
+
+
 async def test_a_record_it_cannot_write_goes_to_the_dead_letter_topic_and_table(
     kafka_server: Service, db_url: str, db: asyncpg.Connection, topic_factory: TopicFactory
 ) -> None:
