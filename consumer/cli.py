@@ -334,6 +334,37 @@ def dlq_show(
     _run_dlq("show", settings, commands.show_dead_letter(settings, dead_letter_id, as_json=as_json))
 
 
+IdsOption = Annotated[
+    list[int] | None,
+    typer.Option("--id", metavar="ID", help="This dead letter (repeat for more)."),
+]
+EveryOption = Annotated[
+    bool, typer.Option("--all", help="Every pending dead letter (no other filter needed).")
+]
+
+
+def _selection(
+    command: str,
+    ids: list[int] | None,
+    kind: str | None,
+    topic: str | None,
+    since: str | None,
+    *,
+    every: bool,
+) -> Filters:
+    """The pending dead letters ``redrive`` or ``discard`` acts on; exit 2 without a filter
+    or ``--all``."""
+    filters = Filters(topic=topic, kind=_kind(kind), since=_since(since), ids=tuple(ids or ()))
+    if filters.empty and not every:
+        typer.echo(
+            f"omnisink dlq {command}: say which dead letters: --id, --kind, --topic, --since, "
+            "or --all for every pending one (--dry-run to see them first)",
+            err=True,
+        )
+        raise typer.Exit(code=2)
+    return filters
+
+
 @dlq_app.command(
     "redrive",
     help="Publish pending dead letters again to their original topics and mark them redriven. "
@@ -343,28 +374,16 @@ def dlq_show(
 )
 def dlq_redrive(
     *,
-    ids: Annotated[
-        list[int] | None,
-        typer.Option("--id", metavar="ID", help="This dead letter (repeat for more)."),
-    ] = None,
+    ids: IdsOption = None,
     kind: KindOption = None,
     topic: TopicOption = None,
     since: SinceOption = None,
-    every: Annotated[
-        bool, typer.Option("--all", help="Every pending dead letter (no other filter needed).")
-    ] = False,
+    every: EveryOption = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="List what would be redriven; change nothing.")
     ] = False,
 ) -> None:
-    filters = Filters(topic=topic, kind=_kind(kind), since=_since(since), ids=tuple(ids or ()))
-    if filters.empty and not every:
-        typer.echo(
-            "omnisink dlq redrive: say which dead letters: --id, --kind, --topic, --since, "
-            "or --all for every pending one (--dry-run to see them first)",
-            err=True,
-        )
-        raise typer.Exit(code=2)
+    filters = _selection("redrive", ids, kind, topic, since, every=every)
     settings = _load_settings()
     _run_dlq("redrive", settings, commands.redrive_dead_letters(settings, filters, dry_run=dry_run))
 
@@ -377,28 +396,16 @@ def dlq_redrive(
 )
 def dlq_discard(
     *,
-    ids: Annotated[
-        list[int] | None,
-        typer.Option("--id", metavar="ID", help="This dead letter (repeat for more)."),
-    ] = None,
+    ids: IdsOption = None,
     kind: KindOption = None,
     topic: TopicOption = None,
     since: SinceOption = None,
-    every: Annotated[
-        bool, typer.Option("--all", help="Every pending dead letter (no other filter needed).")
-    ] = False,
+    every: EveryOption = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="List what would be discarded; change nothing.")
     ] = False,
 ) -> None:
-    filters = Filters(topic=topic, kind=_kind(kind), since=_since(since), ids=tuple(ids or ()))
-    if filters.empty and not every:
-        typer.echo(
-            "omnisink dlq discard: say which dead letters: --id, --kind, --topic, --since, "
-            "or --all for every pending one (--dry-run to see them first)",
-            err=True,
-        )
-        raise typer.Exit(code=2)
+    filters = _selection("discard", ids, kind, topic, since, every=every)
     settings = _load_settings()
     _run_dlq("discard", settings, commands.discard_dead_letters(settings, filters, dry_run=dry_run))
 
