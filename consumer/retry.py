@@ -77,16 +77,24 @@ class Retrier:
         # The operation whose last attempt failed, until one succeeds: the database (or the
         # dead-letter topic) is unavailable to the write path meanwhile.
         self.failing: str | None = None
+        # Every operation whose last attempt failed: calls can be retried at once (the batch
+        # being written, and the loop's own), and one succeeding says nothing of the others.
+        self._failing: dict[str, None] = {}
 
     def _wait(self, state: RetryCallState, deadline: Deadline | None) -> float:
         if deadline is not None:
             return max(0.0, min(self._startup_jitter(state), deadline.left()))
         return max(self._jitter(state), self.breaker.wait_s())
 
-    def _set_failing(self, what: str | None) -> None:
-        if what != self.failing:
-            self.failing = what
-            self._on_failing(what)
+    def _set_failing(self, what: str, failed: bool) -> None:
+        if failed:
+            self._failing[what] = None
+        else:
+            self._failing.pop(what, None)
+        first = next(iter(self._failing), None)
+        if first != self.failing:
+            self.failing = first
+            self._on_failing(first)
 
     async def run(
         self, what: str, fn: Callable[[], Awaitable[T]], *, deadline: Deadline | None = None
@@ -132,13 +140,16 @@ class Retrier:
                         result = await fn()
                     except Exception as exc:
                         if classify(exc) == "transient":
-                            self._set_failing(what)
+                            self._set_failing(what, failed=True)
                             if deadline is None:
                                 self.breaker.failure()
                         raise
-                    if deadline is None:
+                    self._set_failing(what, failed=False)
+                    # Only once nothing fails: a call that does not touch the database (a
+                    # broker's log bounds) succeeding while a batch's write fails is no
+                    # sign the database is back.
+                    if deadline is None and self.failing is None:
                         self.breaker.success()
-                    self._set_failing(None)
                     return result
         except Exception as exc:
             verdict = classify(exc)
@@ -148,6 +159,8 @@ class Retrier:
                 raise FatalError(self._explain(exc)) from exc
             raise
         finally:
+            # Over, whatever the outcome: no longer this call's failure to report.
+            self._set_failing(what, failed=False)
             if waited:
                 self._on_settled()
         raise AssertionError("unreachable")  # pragma: no cover

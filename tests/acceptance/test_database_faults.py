@@ -210,6 +210,8 @@ async def _count(url: str) -> int:
 
 
 async def _offsets(url: str, group: str) -> dict[tuple[str, int], int]:
+    """The group's offsets in PostgreSQL, but for partitions no record went to: the sink
+    stores where those start (0) too, which the stream's ends do not list."""
     conn = await asyncpg.connect(url)
     try:
         rows = await conn.fetch(
@@ -219,7 +221,7 @@ async def _offsets(url: str, group: str) -> dict[tuple[str, int], int]:
         )
     finally:
         await conn.close()
-    return {(r["topic"], r["kafka_partition"]): r["next_offset"] for r in rows}
+    return {(r["topic"], r["kafka_partition"]): r["next_offset"] for r in rows if r["next_offset"]}
 
 
 def _alive(proc: subprocess.Popen[bytes], log: Path) -> None:

@@ -212,7 +212,9 @@ async def _example(
             dead_count = await conn.fetchval("SELECT count(*) FROM omnisink.dead_letters")
             logged = {r["id"] for r in await conn.fetch("SELECT id FROM event_logs")}
             stored = await conn.fetchval(
-                "SELECT next_offset FROM omnisink.consumer_offsets WHERE topic = $1", admin_topic
+                "SELECT next_offset FROM omnisink.consumer_offsets "
+                "WHERE topic = $1 AND kafka_partition = 0",
+                admin_topic,
             )
         finally:
             await conn.close()

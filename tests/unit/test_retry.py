@@ -129,3 +129,45 @@ def test_a_database_error_is_explained_naming_the_setting_and_no_secret(
     assert "s3cret" not in text
     leaky = OSError("could not connect with postgresql://sink:s3cret@db.example/events")
     assert "s3cret" not in explain(leaky, SETTINGS)
+
+
+async def test_a_call_succeeding_beside_a_failing_one_neither_hides_nor_heals_it() -> None:
+    # The batch being written and the loop's own calls are retried at once: a broker call
+    # succeeding while the write fails must not report the write healthy, nor close the
+    # breaker, and the write's end (success or not) clears what it reported.
+    reported: list[str | None] = []
+    breaker = CircuitBreaker("database", failure_threshold=2, recovery_s=60, half_open_calls=1)
+    stopping = asyncio.Event()
+    retrier = Retrier(
+        breaker,
+        stopping=stopping,
+        sleep=lambda s: asyncio.sleep(0),
+        on_retry=lambda what: None,
+        on_failing=reported.append,
+    )
+    outage = asyncio.Event()
+    failed_thrice = asyncio.Event()
+    calls = 0
+
+    async def write() -> str:
+        nonlocal calls
+        calls += 1
+        if calls >= 3:
+            failed_thrice.set()
+        if not outage.is_set():
+            raise ConnectionResetError("database away")
+        return "written"
+
+    async def log_bounds() -> int:
+        return 1
+
+    writing = asyncio.create_task(retrier.run("commit_batch", write))
+    await failed_thrice.wait()
+    assert retrier.failing == "commit_batch"
+    assert await retrier.run("log_bounds", log_bounds) == 1
+    assert retrier.failing == "commit_batch", "a broker call does not heal the write"
+    assert breaker.state.value == "open", "nor does it close the breaker"
+    outage.set()
+    assert await writing == "written"
+    assert retrier.failing is None
+    assert reported == ["commit_batch", None]
