@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -230,6 +231,24 @@ def sink_settings(db_url: str, servers: str, group: str, **overrides: object) ->
     }
     values.update(overrides)
     return Settings(**values)
+
+
+async def run_omnisink(
+    env: dict[str, str], *args: str, timeout_s: float = 300
+) -> tuple[int, str, str]:
+    """``omnisink ARGS`` in a process of its own, as an operator runs it: (exit, out, err)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "consumer.cli",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
 
 
 def sink_env(db_url: str, servers: str, group: str, **extra: str) -> dict[str, str]:

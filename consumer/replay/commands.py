@@ -236,19 +236,12 @@ def _report(
     replay: Replay, progress: ReplayProgress | None, *, as_json: bool, dry_run: bool = False
 ) -> None:
     if progress is None:
-        progress = ReplayProgress(replay.ranges, {r.tp: r.from_offset for r in replay.ranges})
+        # A dry run reports every range as read to its end; a replay already done, nothing read.
+        at = {r.tp: r.to_offset if dry_run else r.from_offset for r in replay.ranges}
+        progress = ReplayProgress(replay.ranges, at)
     summary = progress.summary(replay.name)
     if dry_run:
-        summary["records"] = sum(r.records for r in replay.ranges)
-        summary["partitions"] = [
-            {
-                "topic": r.topic,
-                "partition": r.partition,
-                "from_offset": r.from_offset,
-                "to_offset": r.to_offset,
-            }
-            for r in replay.ranges
-        ]
+        summary["records"] = progress.read
         summary["dry_run"] = True
     if as_json:
         typer.echo(dumps(summary))

@@ -169,14 +169,10 @@ async def reset(
         tps = await _partitions(consumer, settings, group, topics)
         if not tps:
             raise ReplayError(f"no partitions to reset for group {group}", 2)
-        starts, ends = await drain.end_offsets(settings, tps)
-        missing = [tp for tp in tps if tp not in ends]
-        if missing:
-            raise ReplayError(
-                "the brokers did not report the end of "
-                + ", ".join(f"{tp.topic}[{tp.partition}]" for tp in missing),
-                1,
-            )
+        try:
+            starts, ends = await plan.log_bounds(settings, tps)
+        except plan.PlanError as exc:
+            raise ReplayError(str(exc), 1) from exc
         moved = await _targets(consumer, tps, target, starts, ends)
     finally:
         await consumer.stop()

@@ -99,13 +99,7 @@ async def ranges(
         tps.extend(TopicPartition(topic, p) for p in wanted)
     if not tps:
         raise PlanError("no partitions to read")
-    starts, ends = await drain.end_offsets(settings, tps)
-    unseen = [tp for tp in tps if tp not in ends]
-    if unseen:
-        raise PlanError(
-            "the brokers did not report the end of "
-            + ", ".join(f"{tp.topic}[{tp.partition}]" for tp in unseen)
-        )
+    starts, ends = await log_bounds(settings, tps)
     first = (
         await first_at(consumer, tps, bounds.from_time, starts, ends) if bounds.from_time else {}
     )
@@ -129,6 +123,21 @@ async def ranges(
         hi = min(max(hi, lo), end)
         out.append(Range(tp.topic, tp.partition, lo, hi))
     return out
+
+
+async def log_bounds(
+    settings: Settings, tps: list[TopicPartition]
+) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+    """(log start, log end) of every partition, the end as the daemon's drain takes it;
+    :class:`PlanError` when the brokers did not report the end of some."""
+    starts, ends = await drain.end_offsets(settings, tps)
+    unseen = [tp for tp in tps if tp not in ends]
+    if unseen:
+        raise PlanError(
+            "the brokers did not report the end of "
+            + ", ".join(f"{tp.topic}[{tp.partition}]" for tp in unseen)
+        )
+    return starts, ends
 
 
 async def first_at(

@@ -29,7 +29,14 @@ from consumer.worker import Worker
 from dev import sample
 from dev.services import Service
 from tests.conftest import TopicFactory
-from tests.support import DATA_TABLES, produce, sink_env, sink_settings, table_snapshot
+from tests.support import (
+    DATA_TABLES,
+    produce,
+    run_omnisink,
+    sink_env,
+    sink_settings,
+    table_snapshot,
+)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -44,18 +51,7 @@ class Result:
 async def omnisink(db_url: str, servers: str, *args: str, **extra: str) -> Result:
     """``omnisink ARGS`` in a process of its own (as an operator runs it)."""
     env = sink_env(db_url, servers, "unused", OMNISINK_BATCH_MAX_RECORDS="300", **extra)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "consumer.cli",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 300)
-    assert proc.returncode is not None
-    return Result(proc.returncode, out.decode(), err.decode())
+    return Result(*await run_omnisink(env, *args))
 
 
 def summary(result: Result) -> Any:

@@ -3,8 +3,6 @@ producers key theirs where a line gives no key; a bad line stops it before anyth
 
 from __future__ import annotations
 
-import asyncio
-import sys
 import uuid
 from pathlib import Path
 
@@ -14,24 +12,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from dev.services import Service
 from tests.conftest import TopicFactory
-from tests.support import sink_env
+from tests.support import run_omnisink, sink_env
 
 pytestmark = pytest.mark.integration
-
-
-async def _omnisink(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "consumer.cli",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def _all(
@@ -80,7 +63,7 @@ async def test_both_line_forms_are_published_as_written(
     path = tmp_path / "records.jsonl"
     path.write_text("\n".join(lines))
     env = sink_env(db_url, kafka_server.url, "unused")
-    code, out, err = await _omnisink(env, "produce", str(path), "--topic", topic)
+    code, out, err = await run_omnisink(env, "produce", str(path), "--topic", topic, timeout_s=120)
     assert code == 0, err
     assert "3 records" in out
     got = await _all(kafka_server.url, topic)
@@ -92,7 +75,7 @@ async def test_both_line_forms_are_published_as_written(
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text(orjson.dumps(envelope).decode() + "\n{not json\n")
-    code, _, err = await _omnisink(env, "produce", str(bad), "--topic", topic)
+    code, _, err = await run_omnisink(env, "produce", str(bad), "--topic", topic, timeout_s=120)
     assert code == 2
     assert "line 2" in err
     assert len(await _all(kafka_server.url, topic)) == 3, "nothing of a bad file is sent"
