@@ -60,6 +60,8 @@ class Snapshot:
     waiting: int = 0
     waiting_since: float | None = None
     stall_s: float = 120.0
+    # Whether PostgreSQL answered its last probe (consumer/vitals.py) or write.
+    database_answers: bool = True
 
     def beat(self, breaker: str, stopping: bool, **changes: Any) -> Snapshot:
         """The next snapshot: now, with these facts."""
@@ -90,6 +92,7 @@ class Snapshot:
             and self.joined
             and self.breaker != "open"
             and self.failing is None
+            and self.database_answers
             and not stalled
         )
         since = None if self.last_commit_at is None else round(now - self.last_commit_at, 3)
@@ -102,6 +105,7 @@ class Snapshot:
                 "group_member": self.joined,
                 "assigned_partitions": self.assigned,
                 "seconds_since_last_commit": since,
+                "database_answers": self.database_answers,
                 "records_waiting": self.waiting,
                 "stalled": stalled,
                 "stopping": self.stopping,

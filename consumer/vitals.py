@@ -5,6 +5,7 @@ and whether PostgreSQL and Kafka answer (``omnisink_up{service}``)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import asyncpg
 import structlog
@@ -20,10 +21,19 @@ PROBE_TIMEOUT_S = 5.0
 
 
 class Vitals:
-    def __init__(self, lag: LagReporter, pool: asyncpg.Pool, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        lag: LagReporter,
+        pool: asyncpg.Pool,
+        metrics: Metrics,
+        on_database: Callable[[bool], None] = lambda answered: None,
+    ) -> None:
         self.lag = lag
         self.pool = pool
         self.metrics = metrics
+        # Told whether PostgreSQL answered the probe: readiness follows it even while no
+        # batch is written (a restart between batches is noticed).
+        self.on_database = on_database
 
     async def run(self, interval_s: float) -> None:
         """Report every ``interval_s`` until cancelled. A bug met while reporting is logged
@@ -57,8 +67,10 @@ class Vitals:
             if classify(exc) == "unexpected":
                 raise
             up.labels("postgresql").set(0)
+            self.on_database(False)
         else:
             up.labels("postgresql").set(1)
+            self.on_database(True)
 
     def pool_statistics(self) -> int:
         """Set the pool's gauges (seed 000's pool statistics); warn above 90 % used.

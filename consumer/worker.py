@@ -258,7 +258,9 @@ class Worker:
             in_hand=lambda: self._committer.batch if self._committer else None,
             on_lag=self._waiting,
         )
-        vitals = Vitals(self._lag, pool, self.metrics)
+        vitals = Vitals(
+            self._lag, pool, self.metrics, on_database=lambda ok: self._update(database_answers=ok)
+        )
         self._vitals = asyncio.create_task(vitals.run(VITALS_EVERY_S), name="omnisink-vitals")
         self._beat(started=True)
         log.info(
@@ -359,4 +361,4 @@ class Worker:
         await kafka.commit_best_effort(self._kafka, self.partitions.expected())
 
     def _committed(self, outcome: Outcome) -> None:
-        self._beat(last_commit_at=self.stats.last_commit_at)
+        self._beat(last_commit_at=self.stats.last_commit_at, database_answers=True)

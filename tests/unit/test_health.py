@@ -140,3 +140,13 @@ def test_readiness_turns_503_when_records_wait_with_no_commit() -> None:
     assert not committed.verdict(now=151.0)[1]
     # Nothing waits: ready whatever the time since the last commit.
     assert waiting.waited(0, now=140.0).verdict(now=210.0)[1]
+
+
+def test_readiness_turns_503_while_the_database_does_not_answer_its_probe() -> None:
+    ready = Snapshot(beat_at=100.0, started=True, joined=True)
+    assert ready.verdict(now=101.0)[1]
+    silent = dataclasses.replace(ready, database_answers=False)
+    live, is_ready, facts = silent.verdict(now=101.0)
+    assert live
+    assert not is_ready
+    assert facts["database_answers"] is False
