@@ -60,7 +60,7 @@ class Snapshot:
     waiting: int = 0
     waiting_since: float | None = None
     stall_s: float = 120.0
-    # Whether PostgreSQL answered its last probe (consumer/vitals.py) or write.
+    # Whether PostgreSQL is there to write to (consumer/vitals.py, the database watch).
     database_answers: bool = True
 
     def beat(self, breaker: str, stopping: bool, **changes: Any) -> Snapshot:

@@ -37,7 +37,7 @@ from consumer.settings import Settings
 from consumer.stats import Stats
 from consumer.store import database, offsets
 from consumer.store.batch import Outcome, Records
-from consumer.vitals import Vitals
+from consumer.vitals import DatabaseWatch, Vitals
 from handlers import registry
 from handlers.base import Handler
 
@@ -80,7 +80,7 @@ class Worker:
         self._producer: AIOKafkaProducer | None = None
         self._committer: Committer | None = None
         self._lag: LagReporter | None = None
-        self._vitals: asyncio.Task[None] | None = None
+        self._watches: list[asyncio.Task[None]] = []
         # Between attempts of a retried call: partitions paused, the consumer polled. The loop
         # fetches the next batch while one is written, so polls take turns (poll_lock).
         self.poll_lock = asyncio.Lock()
@@ -258,10 +258,11 @@ class Worker:
             in_hand=lambda: self._committer.batch if self._committer else None,
             on_lag=self._waiting,
         )
-        vitals = Vitals(
-            self._lag, pool, self.metrics, on_database=lambda ok: self._update(database_answers=ok)
-        )
-        self._vitals = asyncio.create_task(vitals.run(VITALS_EVERY_S), name="omnisink-vitals")
+        watch = DatabaseWatch(s, self.metrics, lambda ok: self._update(database_answers=ok))
+        self._watches = [
+            asyncio.create_task(Vitals(self._lag, pool, self.metrics).run(VITALS_EVERY_S)),
+            asyncio.create_task(watch.run(VITALS_EVERY_S)),
+        ]
         self._beat(started=True)
         log.info(
             "worker.started",
@@ -273,9 +274,10 @@ class Worker:
         )
 
     async def _close(self) -> None:
-        if self._vitals is not None:
-            self._vitals.cancel()
-            await asyncio.wait([self._vitals])  # its CancelledError stays in the task
+        for task in self._watches:
+            task.cancel()
+        if self._watches:
+            await asyncio.wait(self._watches)  # their CancelledErrors stay in the tasks
         if self.http is not None:
             self.http.stop()
         # Leaving the group hands the partitions to another member at once.
@@ -361,4 +363,4 @@ class Worker:
         await kafka.commit_best_effort(self._kafka, self.partitions.expected())
 
     def _committed(self, outcome: Outcome) -> None:
-        self._beat(last_commit_at=self.stats.last_commit_at, database_answers=True)
+        self._beat(last_commit_at=self.stats.last_commit_at)

@@ -24,6 +24,24 @@ from handlers.sql import Sql
 REVISION = Sql("SELECT version_num FROM alembic_version", name="database.revision")
 
 
+# Whether this session may write: not on a hot standby, not read-only by default (a failover
+# onto a replica, ALTER DATABASE ... SET default_transaction_read_only).
+WRITABLE = Sql("SELECT current_setting('transaction_read_only') = 'off'", name="database.writable")
+
+
+def server_settings(settings: Settings) -> dict[str, str]:
+    """The settings of every session the daemon opens (the pool's and the watch's)."""
+    return {
+        "application_name": "omnisink",
+        # A transaction whose client vanished (a network partition, not a clean close) would
+        # hold its row and advisory locks until TCP noticed, and the reconnected sink would
+        # wait on them; the server ends it instead.
+        "idle_in_transaction_session_timeout": str(
+            int(settings.database.idle_in_transaction_timeout_s * 1000)
+        ),
+    }
+
+
 async def connect(settings: Settings) -> asyncpg.Pool:
     """The sink's pool (it opens ``OMNISINK_DATABASE_POOL_MIN_SIZE`` sessions at once)."""
     db = settings.database
@@ -33,15 +51,18 @@ async def connect(settings: Settings) -> asyncpg.Pool:
         max_size=db.pool_max_size,
         command_timeout=db.command_timeout_s,
         statement_cache_size=db.statement_cache_size,
-        server_settings={
-            "application_name": "omnisink",
-            # A transaction whose client vanished (a network partition, not a clean close)
-            # would hold its row and advisory locks until TCP noticed, and the reconnected
-            # sink would wait on them; the server ends it instead.
-            "idle_in_transaction_session_timeout": str(
-                int(db.idle_in_transaction_timeout_s * 1000)
-            ),
-        },
+        server_settings=server_settings(settings),
+    )
+
+
+async def session(settings: Settings, timeout_s: float) -> asyncpg.Connection:
+    """One session outside the pool, with the pool's settings (consumer/vitals.py's watch)."""
+    return await asyncpg.connect(
+        settings.database.dsn,
+        timeout=timeout_s,
+        command_timeout=timeout_s,
+        statement_cache_size=0,
+        server_settings=server_settings(settings),
     )
 
 
