@@ -17,8 +17,9 @@ from typing import Any
 
 import asyncpg
 import structlog
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 
+from consumer import kafka
 from consumer.breaker import CircuitBreaker, State
 from consumer.deadletters import Publisher
 from consumer.errors import is_transient
@@ -76,6 +77,14 @@ def database_retrier(
     )
 
 
+def publisher(producer: AIOKafkaProducer, owner: str, settings: Settings) -> Publisher:
+    """The dead-letter publisher of ``owner`` (a group or a replay), creating the dead-letter
+    topics it needs (consumer/kafka.py)."""
+    return Publisher(
+        producer, owner, topics=lambda wanted: kafka.ensure_dead_letter_topics(settings, wanted)
+    )
+
+
 class Committer:
     """Writes one batch at a time for the partitions in ``partitions`` (the fence)."""
 
@@ -119,6 +128,29 @@ class Committer:
         self._writing: asyncio.Task[None] | None = None
         # The batch in hand, for the log line of a crash.
         self.batch: Batch | None = None
+
+    async def load_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """The offsets PostgreSQL holds for ``tps`` under this committer's owner."""
+
+        async def load() -> dict[TopicPartition, int]:
+            async with self.connection() as conn:
+                return await offsets.load(conn, self.group, tps)
+
+        return await self.retrier.run("load_offsets", load)
+
+    async def record_starts(self, starts: dict[TopicPartition, int]) -> set[TopicPartition]:
+        """Write where partitions PostgreSQL held nothing for start; those another member
+        wrote first are returned (consumer/partitions.py seeks them again)."""
+
+        async def store() -> set[TopicPartition]:
+            async with self.connection() as conn:
+                try:
+                    await offsets.store(conn, self.group, starts, {})
+                except offsets.OffsetFenced as fenced:
+                    return set(fenced.partitions)
+            return set()
+
+        return await self.retrier.run("record_starts", store)
 
     def in_hand(self) -> dict[str, Any]:
         batch = self.batch

@@ -113,6 +113,25 @@ class Snapshot:
         )
 
 
+class Board:
+    """The latest :class:`Snapshot`: the loop writes it, the HTTP thread reads ``snapshot``."""
+
+    def __init__(self, stall_s: float, breaker: Callable[[], str], stopping: Callable[[], bool]):
+        self.snapshot = Snapshot(beat_at=time.monotonic(), stall_s=stall_s)
+        self._breaker = breaker
+        self._stopping = stopping
+
+    def beat(self, **changes: Any) -> None:
+        """The loop turned (or polled while retrying), with these facts."""
+        self.snapshot = self.snapshot.beat(self._breaker(), self._stopping(), **changes)
+
+    def waited(self, records: int) -> None:
+        self.snapshot = self.snapshot.waited(records, time.monotonic())
+
+    def update(self, **changes: Any) -> None:
+        self.snapshot = dataclasses.replace(self.snapshot, **changes)
+
+
 class HealthServer:
     """Serves /metrics and /health/* from a daemon thread until ``stop()``."""
 

@@ -12,12 +12,39 @@ import asyncio
 import contextlib
 import gc
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import structlog
 
+from consumer.errors import FatalError, is_transient
+
 log = structlog.get_logger("omnisink.worker")
+
+
+@contextlib.contextmanager
+def crashes_reported(
+    stopping: asyncio.Event, in_hand: Callable[[], dict[str, Any]]
+) -> Iterator[None]:
+    """Around the loop: a transient error met while stopping ends it quietly (nothing is
+    lost); an error nobody classified (a bug) is said once, with the traceback and the batch
+    in hand (its transaction rolled back; the next start reads it again), and raised. A
+    FatalError goes on untouched: the caller says what to fix (exit 2), without a traceback."""
+    try:
+        yield
+    except FatalError:
+        raise
+    except Exception as exc:
+        if stopping.is_set() and is_transient(exc):
+            log.warning("worker.stopped_while_retrying", error=str(exc))
+            return
+        log.exception(
+            "worker.crashed",
+            error_class=f"{type(exc).__module__}.{type(exc).__qualname__}",
+            error=str(exc),
+            **in_hand(),
+        )
+        raise
 
 
 async def run_gracefully(

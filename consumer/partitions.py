@@ -159,12 +159,16 @@ class Partitions:
         return [tp for tp in suspects if ends.get(tp, 0) < (self._owned[tp].expected or 0)]
 
     async def reset(
-        self, kafka: AIOKafkaConsumer, tps: list[TopicPartition], policy: str
+        self,
+        kafka: AIOKafkaConsumer,
+        tps: list[TopicPartition],
+        policy: str,
+        counted: Callable[[TopicPartition], None] = lambda tp: None,
     ) -> list[dict[str, object]]:
         """Move partitions whose offset has left the log per ``policy``: ``earliest`` to the
-        log's start, ``latest`` to its end, ``fail`` nowhere. Returns the facts to log. The
-        fence is unchanged: the next batch moves PostgreSQL's offset from what it holds to
-        where the log now is."""
+        log's start, ``latest`` to its end, ``fail`` nowhere; each logged and ``counted``.
+        Returns the facts logged. The fence is unchanged: the next batch moves PostgreSQL's
+        offset from what it holds to where the log now is."""
         tps = [tp for tp in tps if tp in self._owned]
         if not tps:
             return []
@@ -183,6 +187,7 @@ class Partitions:
                 }
             )
             log.error("offset_out_of_range", policy=policy, **facts[-1])
+            counted(tp)
             if policy == "fail":
                 raise FatalError(
                     f"the offset PostgreSQL holds for {tp.topic}[{tp.partition}] "

@@ -20,6 +20,9 @@ from consumer.store import database
 
 log = structlog.get_logger("omnisink.vitals")
 
+# How often lag, the pool's statistics and whether Kafka answers are reported, and the database
+# watch's session probed, whether or not batches commit.
+EVERY_S = 5.0
 # How long the watch's connect or probe may take before PostgreSQL counts as not answering.
 PROBE_TIMEOUT_S = 5.0
 # The wait between the watch's attempts to open a session again. PostgreSQL counts as away for
@@ -136,3 +139,28 @@ class DatabaseWatch:
         self.answers = answers
         self.metrics.up.labels("postgresql").set(1 if answers else 0)
         self.on_database(answers)
+
+
+def watch(
+    settings: Settings,
+    lag: LagReporter,
+    pool: asyncpg.Pool,
+    metrics: Metrics,
+    on_database: Callable[[bool], None],
+) -> list[asyncio.Task[None]]:
+    """Start :class:`Vitals` and :class:`DatabaseWatch`, every ``EVERY_S``; :func:`unwatch`
+    stops them."""
+    interval_s = EVERY_S
+    return [
+        asyncio.create_task(Vitals(lag, pool, metrics).run(interval_s), name="omnisink-vitals"),
+        asyncio.create_task(
+            DatabaseWatch(settings, metrics, on_database).run(interval_s), name="omnisink-watch"
+        ),
+    ]
+
+
+async def unwatch(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks)  # their CancelledErrors stay in the tasks

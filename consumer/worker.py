@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -24,28 +23,21 @@ import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from consumer import kafka, lifecycle
+from consumer import committer, kafka, lifecycle, vitals
 from consumer.committer import Committer, database_retrier
-from consumer.deadletters import Publisher
 from consumer.drain import Drain
-from consumer.errors import FatalError, is_transient
-from consumer.health import HealthServer, Snapshot
+from consumer.health import Board, HealthServer
 from consumer.lag import LagReporter
 from consumer.metrics import Metrics
 from consumer.partitions import Listener, Partitions
 from consumer.settings import Settings
 from consumer.stats import Stats
-from consumer.store import database, offsets
-from consumer.store.batch import Outcome, Records
-from consumer.vitals import DatabaseWatch, Vitals
+from consumer.store import database
+from consumer.store.batch import Records
 from handlers import registry
 from handlers.base import Handler
 
 log = structlog.get_logger("omnisink.worker")
-
-# How often lag, the pool's statistics and the services' state are reported (consumer/vitals.py),
-# whether or not batches commit.
-VITALS_EVERY_S = 5.0
 
 
 class Worker:
@@ -80,27 +72,29 @@ class Worker:
         self._producer: AIOKafkaProducer | None = None
         self._committer: Committer | None = None
         self._lag: LagReporter | None = None
-        self._watches: list[asyncio.Task[None]] = []
+        self._vitals: list[asyncio.Task[None]] = []
         # Between attempts of a retried call: partitions paused, the consumer polled. The loop
         # fetches the next batch while one is written, so polls take turns (poll_lock).
         self.poll_lock = asyncio.Lock()
+        self.board = Board(
+            settings.ready_stall_s, lambda: self.breaker.state.value, self._stopping.is_set
+        )
         self._wait = kafka.PausedWait(
             lambda: self._consumer,
             stopping=self._stopping,
-            beat=self._beat,
+            beat=self.board.beat,
             unsought=self.partitions.unsought,
             lock=self.poll_lock,
         )
         self.http: HealthServer | None = None
-        self.health = Snapshot(beat_at=time.monotonic(), stall_s=settings.ready_stall_s)
         self.retrier = database_retrier(
             settings,
             self.stats,
             self.metrics,
             stopping=self._stopping,
             sleep=self._wait,
-            on_breaker=lambda state: self._update(breaker=state),
-            on_failing=lambda what: self._update(failing=what),  # not ready while it fails
+            on_breaker=lambda state: self.board.update(breaker=state),
+            on_failing=lambda what: self.board.update(failing=what),  # not ready while it fails
             on_settled=self._wait.resume,
         )
         self.breaker = self.retrier.breaker
@@ -111,22 +105,17 @@ class Worker:
             raise RuntimeError("the worker is not started")
         return self._consumer
 
+    @property
+    def _writer(self) -> Committer:
+        if self._committer is None:
+            raise RuntimeError("the worker is not started")
+        return self._committer
+
     def _connection(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
         if self._pool is None:
             raise RuntimeError("the worker is not started")
         # A new session after a failed attempt: the pooled ones may be broken or read-only.
         return database.acquire(self._pool, fresh=self.retrier.failing is not None)
-
-    # -- health: the loop writes, the HTTP thread reads (consumer/health.py) ------------------
-
-    def _beat(self, **changes: Any) -> None:
-        self.health = self.health.beat(self.breaker.state.value, self._stopping.is_set(), **changes)
-
-    def _waiting(self, records: int) -> None:
-        self.health = self.health.waited(records, time.monotonic())
-
-    def _update(self, **changes: Any) -> None:
-        self.health = dataclasses.replace(self.health, **changes)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -135,7 +124,7 @@ class Worker:
         if not self._stopping.is_set():
             log.info("worker.stopping")
         self._stopping.set()
-        self._update(stopping=True)
+        self.board.update(stopping=True)
 
     async def run(self) -> Stats:
         """Run until stopped (or caught up). A cancel of ``run`` is a graceful stop."""
@@ -150,26 +139,13 @@ class Worker:
 
     async def _main(self) -> None:
         try:
-            await self._start()
-            while not self._stopping.is_set() and await self._turn():
-                pass
-            await self._settle()  # the last batch is committed before the member leaves
-        except FatalError:
-            raise  # the caller says what to fix (exit 2), without a traceback
-        except Exception as exc:
-            if self._stopping.is_set() and is_transient(exc):
-                # Stopped while waiting for the database or the broker: nothing is lost.
-                log.warning("worker.stopped_while_retrying", error=str(exc))
-                return
-            # Nobody classified it: a bug. Said once, with the traceback and the batch in
-            # hand (its transaction rolled back; the next start reads it again).
-            log.exception(
-                "worker.crashed",
-                error_class=f"{type(exc).__module__}.{type(exc).__qualname__}",
-                error=str(exc),
-                **(self._committer.in_hand() if self._committer else {}),
-            )
-            raise
+            with lifecycle.crashes_reported(
+                self._stopping, lambda: self._committer.in_hand() if self._committer else {}
+            ):
+                await self._start()
+                while not self._stopping.is_set() and await self._turn():
+                    pass
+                await self._settle()  # the last batch is committed before the member leaves
         finally:
             if self._committer is not None:
                 await self._committer.abandon()
@@ -178,13 +154,14 @@ class Worker:
     async def _turn(self) -> bool:
         """One turn of the loop; False when the drain is done. Every call into Kafka or
         PostgreSQL is retried while its faults are transient."""
-        self._beat()
+        self.board.beat()
         start = self.settings.auto_offset_reset
         if self.partitions.unsought():
             await self._settle()  # positions move only between batches
+            w = self._writer
             await self.retrier.run(
                 "seek",
-                lambda: self.partitions.seek(self._kafka, self._load, start, self._record_starts),
+                lambda: self.partitions.seek(self._kafka, w.load_offsets, start, w.record_starts),
             )
         lost: set[TopicPartition] = set()
         unpositioned: set[TopicPartition] = set()
@@ -220,19 +197,9 @@ class Worker:
         # First, so /health/live answers (and /health/ready says 503) while the start waits
         # for the database.
         if s.http_enabled:
-            self.http = HealthServer.serve(self.metrics, lambda: self.health, s)
-        deadline = database.startup_deadline(s)
-        pool = await self.retrier.run("connect", lambda: database.connect(s), deadline=deadline)
-        self._pool = pool
-        await self.retrier.run(
-            "check_schema", lambda: database.check_schema(pool, s), deadline=deadline
-        )
+            self.http = HealthServer.serve(self.metrics, lambda: self.board.snapshot, s)
+        self._pool = pool = await database.open_checked(s, self.retrier)
         self._consumer, self._producer = kafka.group_clients(s, Listener(self))
-        publisher = Publisher(
-            self._producer,
-            s.group_id,
-            topics=lambda wanted: kafka.ensure_dead_letter_topics(s, wanted),
-        )
         self._committer = Committer(
             s,
             self.handlers,
@@ -240,13 +207,13 @@ class Worker:
             group=s.group_id,
             retrier=self.retrier,
             connection=self._connection,
-            publisher=publisher,
+            publisher=committer.publisher(self._producer, s.group_id, s),
             stats=self.stats,
             metrics=self.metrics,
             stopping=self._stopping,
             lock=self.batch_lock,
             on_fenced=lambda tps: self._kafka.pause(*tps),
-            on_committed=self._committed,
+            on_committed=lambda _: self.board.beat(last_commit_at=self.stats.last_commit_at),
             after_commit=self._after_commit,
         )
         await kafka.start(self._consumer, self._producer, s)
@@ -256,14 +223,12 @@ class Worker:
             self.metrics,
             s.group_id,
             in_hand=lambda: self._committer.batch if self._committer else None,
-            on_lag=self._waiting,
+            on_lag=self.board.waited,
         )
-        watch = DatabaseWatch(s, self.metrics, lambda ok: self._update(database_answers=ok))
-        self._watches = [
-            asyncio.create_task(Vitals(self._lag, pool, self.metrics).run(VITALS_EVERY_S)),
-            asyncio.create_task(watch.run(VITALS_EVERY_S)),
-        ]
-        self._beat(started=True)
+        self._vitals = vitals.watch(
+            s, self._lag, pool, self.metrics, lambda ok: self.board.update(database_answers=ok)
+        )
+        self.board.beat(started=True)
         log.info(
             "worker.started",
             http_port=self.http.port if self.http else None,
@@ -274,10 +239,7 @@ class Worker:
         )
 
     async def _close(self) -> None:
-        for task in self._watches:
-            task.cancel()
-        if self._watches:
-            await asyncio.wait(self._watches)  # their CancelledErrors stay in the tasks
+        await vitals.unwatch(self._vitals)
         if self.http is not None:
             self.http.stop()
         # Leaving the group hands the partitions to another member at once.
@@ -296,7 +258,7 @@ class Worker:
         if fresh:
             self._kafka.pause(*fresh)
         self.metrics.assigned.set(len(self.partitions))
-        self._beat(joined=True, assigned=len(self.partitions))
+        self.board.beat(joined=True, assigned=len(self.partitions))
         log.info("worker.assigned", partitions=len(assigned), new=len(fresh))
 
     def forget(self, revoked: set[TopicPartition]) -> None:
@@ -305,53 +267,33 @@ class Worker:
             # Another member reports these now; a stale series would show a frozen lag.
             self._lag.forget(lagged)
         self.metrics.assigned.set(len(self.partitions))
-        self._beat(assigned=len(self.partitions))
+        self.board.beat(assigned=len(self.partitions))
         log.info("worker.revoked", partitions=len(revoked))
 
     async def _reset(self, tps: list[TopicPartition]) -> None:
         """The offsets PostgreSQL holds for ``tps`` are no longer in the log: never silent."""
         policy = self.settings.offset_reset_policy
-        for fact in await self.partitions.reset(self._kafka, tps, policy):
-            self.metrics.offset_resets.labels(str(fact["topic"]), policy).inc()
+        counter = self.metrics.offset_resets
+        await self.partitions.reset(
+            self._kafka, tps, policy, lambda tp: counter.labels(tp.topic, policy).inc()
+        )
 
     async def _drained(self, drain: Drain) -> bool:
         """Whether the drain is over: done (consumer/drain.py), or out of time."""
         joined = self.partitions.joined
-        if await self.retrier.run("drain", lambda: drain.done(self._kafka, joined, self._load)):
+        load = self._writer.load_offsets
+        if await self.retrier.run("drain", lambda: drain.done(self._kafka, joined, load)):
             log.info("worker.caught_up", **self.stats.summary())
             self.caught_up.set()
             return True
         return drain.expired
-
-    async def _record_starts(self, starts: dict[TopicPartition, int]) -> set[TopicPartition]:
-        """Write where partitions PostgreSQL held nothing for start; those another member
-        wrote first are returned (consumer/partitions.py)."""
-
-        async def store() -> set[TopicPartition]:
-            async with self._connection() as conn:
-                try:
-                    await offsets.store(conn, self.settings.group_id, starts, {})
-                except offsets.OffsetFenced as fenced:
-                    return set(fenced.partitions)
-            return set()
-
-        return await self.retrier.run("record_starts", store)
-
-    async def _load(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-        async def load() -> dict[TopicPartition, int]:
-            async with self._connection() as conn:
-                return await offsets.load(conn, self.settings.group_id, tps)
-
-        return await self.retrier.run("load_offsets", load)
 
     # -- write (consumer/committer.py) ----------------------------------------------------
 
     async def _write_next(self, records: Records) -> None:
         """Decode ``records`` while the batch before them is written, then hand them to the
         committer, which writes them once that one has committed (consumer/committer.py)."""
-        if self._committer is None:
-            raise RuntimeError("the worker is not started")
-        await self._committer.submit(await self._committer.prepare(records))
+        await self._writer.submit(await self._writer.prepare(records))
 
     async def _settle(self) -> None:
         if self._committer is not None:
@@ -361,6 +303,3 @@ class Worker:
         if self._lag is not None:
             self._lag.report()
         await kafka.commit_best_effort(self._kafka, self.partitions.expected())
-
-    def _committed(self, outcome: Outcome) -> None:
-        self._beat(last_commit_at=self.stats.last_commit_at)

@@ -21,8 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import OffsetOutOfRangeError
 
 from consumer import kafka, lifecycle
-from consumer.committer import Committer, database_retrier
-from consumer.deadletters import Publisher
+from consumer.committer import Committer, database_retrier, publisher
 from consumer.errors import FatalError
 from consumer.metrics import Metrics
 from consumer.partitions import Partitions
@@ -148,16 +147,10 @@ class Replayer:
 
     async def _main(self) -> None:
         s = self.settings
-        deadline = database.startup_deadline(s)
-        self._pool = pool = await self.retrier.run(
-            "connect", lambda: database.connect(s), deadline=deadline
-        )
+        self._pool = pool = await database.open_checked(s, self.retrier)
         consumer: AIOKafkaConsumer | None = None
         producer: AIOKafkaProducer | None = None
         try:
-            await self.retrier.run(
-                "check_schema", lambda: database.check_schema(pool, s), deadline=deadline
-            )
             todo = await self._resume_positions()
             if not todo:
                 return
@@ -224,11 +217,7 @@ class Replayer:
             group=self.owner,
             retrier=self.retrier,
             connection=self._connection,
-            publisher=Publisher(
-                producer,
-                self.owner,
-                topics=lambda wanted: kafka.ensure_dead_letter_topics(s, wanted),
-            ),
+            publisher=publisher(producer, self.owner, s),
             stats=self.stats,
             metrics=Metrics(),
             stopping=self._stopping,

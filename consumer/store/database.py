@@ -17,7 +17,7 @@ from typing import cast
 import asyncpg
 
 from consumer.errors import FatalError
-from consumer.retry import Deadline
+from consumer.retry import Deadline, Retrier
 from consumer.settings import Settings
 from handlers.sql import Sql
 
@@ -64,6 +64,20 @@ async def session(settings: Settings, timeout_s: float) -> asyncpg.Connection:
         statement_cache_size=0,
         server_settings=server_settings(settings),
     )
+
+
+async def open_checked(settings: Settings, retrier: Retrier) -> asyncpg.Pool:
+    """The pool, once the database answers and is at the sink's schema: both retried within
+    the start-up's budget (:func:`startup_deadline`). The pool is closed if the check fails."""
+    deadline = startup_deadline(settings)
+    pool = await retrier.run("connect", lambda: connect(settings), deadline=deadline)
+    try:
+        await retrier.run("check_schema", lambda: check_schema(pool, settings), deadline=deadline)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await pool.close()
+        raise
+    return pool
 
 
 @contextlib.asynccontextmanager
