@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 
 import asyncpg
 import typer
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -80,12 +82,7 @@ async def start(
     # Unique without --name: two replays started in the same second get different names.
     name = name or f"replay-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:4]}"
     consumer = replay_consumer(settings)
-    try:
-        await consumer.start()
-    except Exception as exc:
-        raise ReplayError(
-            f"cannot reach the Kafka brokers at {settings.kafka.bootstrap_servers}: {exc}", 2
-        ) from exc
+    await start_client(consumer, settings)
     try:
         names = await plan.topics(consumer, settings, topics, all_topics=all_topics)
         ranges = await plan.ranges(consumer, settings, names, partitions, bounds)
@@ -186,6 +183,19 @@ async def _run(settings: Settings, replay: Replay, *, as_json: bool) -> None:
             _report(replay, replayer.progress, as_json=as_json)
             raise ReplayError(str(exc), 1) from exc
     _report(replay, progress, as_json=as_json)
+
+
+async def start_client(client: AIOKafkaConsumer | AIOKafkaAdminClient, settings: Settings) -> None:
+    """Start a Kafka client of an operator command; brokers that cannot be reached exit 2,
+    naming the setting."""
+    try:
+        await client.start()
+    except Exception as exc:
+        raise ReplayError(
+            f"cannot reach the Kafka brokers at {settings.kafka.bootstrap_servers} "
+            f"(OMNISINK_KAFKA_BOOTSTRAP_SERVERS): {exc}",
+            2,
+        ) from exc
 
 
 @contextlib.asynccontextmanager

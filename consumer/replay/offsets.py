@@ -25,7 +25,7 @@ from consumer import drain
 from consumer.dlq.render import console, dumps
 from consumer.kafka import kafka_options
 from consumer.replay import plan
-from consumer.replay.commands import ReplayError, connection
+from consumer.replay.commands import ReplayError, connection, start_client
 from consumer.replay.run import replay_consumer
 from consumer.settings import Settings
 from consumer.store import offsets
@@ -76,7 +76,7 @@ async def _committed(
     joins it, not the admin client: one Kafka-compatible broker breaks the admin client's
     OffsetFetch version, and the consumer's is the one the daemon already relies on."""
     consumer = _group_consumer(settings, group)
-    await consumer.start()
+    await start_client(consumer, settings)
     try:
         consumer.assign(tps)
         found = {tp: await consumer.committed(tp) for tp in tps}
@@ -93,7 +93,7 @@ def _group_consumer(settings: Settings, group: str) -> AIOKafkaConsumer:
 async def members(settings: Settings, group: str) -> list[str]:
     """The group's members as the broker counts them: ``client_id@host (member_id)``."""
     admin = AIOKafkaAdminClient(**kafka_options(settings))
-    await admin.start()
+    await start_client(admin, settings)
     try:
         responses = await admin.describe_consumer_groups([group])
     finally:
@@ -109,7 +109,7 @@ async def members(settings: Settings, group: str) -> list[str]:
 async def show(settings: Settings, group: str | None, *, as_json: bool) -> None:
     group = group or settings.group_id
     consumer = replay_consumer(settings)
-    await consumer.start()
+    await start_client(consumer, settings)
     try:
         tps = await _partitions(consumer, settings, group, [])
     finally:
@@ -164,7 +164,7 @@ async def reset(
             1,
         )
     consumer = replay_consumer(settings)
-    await consumer.start()
+    await start_client(consumer, settings)
     try:
         tps = await _partitions(consumer, settings, group, topics)
         if not tps:
@@ -215,7 +215,7 @@ async def _commit_to_kafka(
     """Kafka's committed offsets of a group without members: a consumer of that group that
     never joins it (partitions assigned by hand) commits them."""
     consumer = AIOKafkaConsumer(**kafka_options(settings), group_id=group, enable_auto_commit=False)
-    await consumer.start()
+    await start_client(consumer, settings)
     try:
         consumer.assign(list(moved))
         await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in moved.items()})

@@ -32,19 +32,35 @@ SASL_PASSWORD = f"{MARK}-sasl"
 
 COMMANDS: dict[str, list[str]] = {
     "config": ["config"],
+    "config --env": ["config", "--env"],
+    "check": ["check", "--timeout-s", "2"],
     "migrate": ["migrate"],
     "dlq list": ["dlq", "list"],
     "dlq show": ["dlq", "show", "{dead_letter}"],
     "dlq redrive --dry-run": ["dlq", "redrive", "--all", "--dry-run"],
     "dlq redrive": ["dlq", "redrive", "--all"],
+    "dlq discard --dry-run": ["dlq", "discard", "--all", "--dry-run"],
     "run": ["run", "--until-caught-up", "--timeout-s", "1"],
+    "replay list": ["replay", "list"],
+    "replay --dry-run": ["replay", "--all-topics", "--from-beginning", "--dry-run"],
+    "offsets show": ["offsets", "show"],
+    "query failed": ["query", "failed"],
+    "maintenance stuck": ["maintenance", "stuck"],
 }
 # What each command exits with, by what the configuration amounts to.
 EXITS: dict[str, dict[str, int]] = {
     "invalid": dict.fromkeys(COMMANDS, 2),
-    "unreachable": {**dict.fromkeys(COMMANDS, 2), "config": 0},
+    # `check` says which checks failed (exit 1); `config` needs no server.
+    "unreachable": {**dict.fromkeys(COMMANDS, 2), "config": 0, "config --env": 0, "check": 1},
     # A real database, the broker unreachable: only what publishes or consumes fails.
-    "reachable": {**dict.fromkeys(COMMANDS, 0), "dlq redrive": 2, "run": 2},
+    "reachable": {
+        **dict.fromkeys(COMMANDS, 0),
+        "check": 1,
+        "dlq redrive": 2,
+        "run": 2,
+        "replay --dry-run": 2,
+        "offsets show": 2,
+    },
 }
 
 
