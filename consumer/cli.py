@@ -168,7 +168,20 @@ def migrate(
         cause = database.root_cause(exc)
         typer.echo(f"omnisink migrate: {database.explain(cause, settings)}", err=True)
         raise typer.Exit(code=2) from None
-    typer.echo(f"omnisink migrate: {settings.database.redacted_url} is at {revision}")
+    # Alembic's upgrade never goes down: to a revision older than the database's it does
+    # nothing, and says nothing. Say where the database is, and fail if it is not there.
+    wanted = migrations.resolve(revision)
+    current = asyncio.run(database.revision(settings))
+    url = settings.database.redacted_url
+    if wanted is not None and current != wanted:
+        typer.echo(
+            f"omnisink migrate: {url} is at {current or 'none'}, not {revision}: migrate only "
+            f"upgrades. To go down, run `alembic downgrade {revision}` with the image's "
+            "alembic.ini (OMNISINK_DATABASE_URL names the database).",
+            err=True,
+        )
+        raise typer.Exit(code=1)
+    typer.echo(f"omnisink migrate: {url} is at {current or revision}")
 
 
 @app.command()

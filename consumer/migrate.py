@@ -32,6 +32,17 @@ def downgrade(url: str | None = None, revision: str = "base") -> None:
     command.downgrade(alembic_config(url), revision)
 
 
+def resolve(revision: str) -> str | None:
+    """The revision id that ``revision`` names (``head``, ``024``, a unique prefix), or None
+    when it names none or several (``heads``, ``+1``: Alembic decides)."""
+    script = ScriptDirectory.from_config(alembic_config())
+    try:
+        found = script.get_revision(revision)
+    except Exception:  # noqa: BLE001 - Alembic's own errors for names it cannot resolve alone
+        return None
+    return None if found is None else found.revision
+
+
 def head_revision() -> str:
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     if head is None:  # pragma: no cover - the history is never empty

@@ -183,6 +183,17 @@ def is_connection_failure(exc: BaseException) -> bool:
     return isinstance(cause, unreachable) or state.startswith(("08", "28", "3D", "57P03"))
 
 
+async def revision(settings: Settings) -> str | None:
+    """The schema revision the database at OMNISINK_DATABASE_URL is at (None: not migrated)."""
+    conn = await asyncpg.connect(settings.database.dsn)
+    try:
+        return cast(str | None, await conn.fetchval(REVISION.sql))
+    except asyncpg.UndefinedTableError:
+        return None
+    finally:
+        await conn.close()
+
+
 async def probe(settings: Settings) -> None:
     """Open one session to OMNISINK_DATABASE_URL and close it, as the sink's pool would (the
     URL's TLS parameters included); the driver's error when PostgreSQL cannot be reached."""

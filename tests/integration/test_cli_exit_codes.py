@@ -91,3 +91,19 @@ async def test_a_database_that_cannot_be_used_exits_2_plainly(
         assert says in done.stderr, (command, done.stderr)
         assert "OMNISINK_DATABASE_URL" in done.stderr, (command, done.stderr)
         assert done.stdout == "", (command, done.stdout)
+
+
+async def test_migrate_never_says_a_database_is_where_it_is_not(db_url: str) -> None:
+    """Alembic's upgrade to an older revision changes nothing: ``omnisink migrate`` says where
+    the database really is and exits 1, rather than "is at" the revision asked for."""
+    from consumer.migrate import head_revision
+
+    head = head_revision()
+    older = f"{int(head) - 1:03d}"
+    down = await asyncio.to_thread(_run, ["migrate", older], db_url)
+    assert down.returncode == 1, (down.stdout, down.stderr)
+    assert f"is at {head}, not {older}: migrate only upgrades" in down.stderr, down.stderr
+    assert "Traceback" not in down.stderr
+    up = await asyncio.to_thread(_run, ["migrate"], db_url)
+    assert up.returncode == 0, (up.stdout, up.stderr)
+    assert up.stdout.strip().endswith(f"is at {head}"), up.stdout
