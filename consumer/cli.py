@@ -6,7 +6,7 @@ import asyncio
 import os
 import sys
 import traceback
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -378,49 +378,44 @@ def _selection(
     return filters
 
 
-@dlq_app.command(
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="List the dead letters selected; change nothing.")
+]
+
+
+def _selected(command: str, work: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """A dead-letter command acting on a selection (redrive, discard): the same options, the
+    same refusal without one."""
+
+    def act(
+        *,
+        ids: IdsOption = None,
+        kind: KindOption = None,
+        topic: TopicOption = None,
+        since: SinceOption = None,
+        every: EveryOption = False,
+        dry_run: DryRunOption = False,
+    ) -> None:
+        filters = _selection(command, ids, kind, topic, since, every=every)
+        settings = _load_settings()
+        _run_dlq(command, settings, work(settings, filters, dry_run=dry_run))
+
+    return act
+
+
+dlq_app.command(
     "redrive",
     help="Publish pending dead letters again to their original topics and mark them redriven. "
     "Each record keeps its key, value and headers and gains the header omnisink.redrive.of "
     "(the dead letter's id); they are published in id order with acks=all. The sink consumes "
     "them as new records: one that fails again becomes a new dead letter.",
-)
-def dlq_redrive(
-    *,
-    ids: IdsOption = None,
-    kind: KindOption = None,
-    topic: TopicOption = None,
-    since: SinceOption = None,
-    every: EveryOption = False,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="List what would be redriven; change nothing.")
-    ] = False,
-) -> None:
-    filters = _selection("redrive", ids, kind, topic, since, every=every)
-    settings = _load_settings()
-    _run_dlq("redrive", settings, commands.redrive_dead_letters(settings, filters, dry_run=dry_run))
-
-
-@dlq_app.command(
+)(_selected("redrive", commands.redrive_dead_letters))
+dlq_app.command(
     "discard",
     help="Mark pending dead letters discarded: their records are given up on. They stay in "
     "omnisink.dead_letters (`dlq list --status discarded`) and are never redriven; nothing is "
     "published or deleted.",
-)
-def dlq_discard(
-    *,
-    ids: IdsOption = None,
-    kind: KindOption = None,
-    topic: TopicOption = None,
-    since: SinceOption = None,
-    every: EveryOption = False,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="List what would be discarded; change nothing.")
-    ] = False,
-) -> None:
-    filters = _selection("discard", ids, kind, topic, since, every=every)
-    settings = _load_settings()
-    _run_dlq("discard", settings, commands.discard_dead_letters(settings, filters, dry_run=dry_run))
+)(_selected("discard", commands.discard_dead_letters))
 
 
 def main() -> None:
