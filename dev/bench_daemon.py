@@ -2,8 +2,12 @@
 
 A daemon is ``python -m consumer.cli run`` with ``OMNISINK_*`` variables (and no others of the
 caller's: a stray setting would change what is measured), its structured JSON log written to
-a file and read back once it exits. Its peak RSS is the kernel's account of the child
-(``wait4``'s ``ru_maxrss``, KiB on Linux), not a sample.
+a file and read back once it exits. Its peak RSS is the kernel's account of that process
+(``wait4``'s ``ru_maxrss``, KiB on Linux), not a sample, taken by a small launcher that forks
+it and waits for it: Linux carries ``ru_maxrss`` across ``exec`` from the image that called
+it, so a daemon started straight from the benchmark (a gigabyte of sample stream and send
+results by then) would report the benchmark's peak, not its own. Forked from the launcher
+(a bare interpreter, ~10 MB), it starts from that instead.
 
 What the figures are read from: the summary the worker logs when it caught up and when it
 stops (``worker.caught_up``, ``worker.stopped``: consumer/stats.py), whose ``events_per_s`` is
@@ -32,6 +36,23 @@ import orjson
 # in seconds (as the in-process measurements' settings do, dev/bench.py).
 SESSION_TIMEOUT_MS = 6000
 HEARTBEAT_INTERVAL_MS = 500
+
+# `-c LAUNCHER MARK COMMAND...`: forks COMMAND, passes SIGTERM on to it, and once it exits
+# writes MARK=its peak RSS on stdout and exits as it did. Run with -S -I: no site, no paths
+# from the environment, the least memory.
+LAUNCHER = """
+import os, signal, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGTERM))
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+_, status, usage = os.wait4(pid, 0)
+print(f"{sys.argv[1]}={usage.ru_maxrss}", flush=True)
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+RSS_MARK = "omnisink-bench-peak-rss-kib"
 
 
 @dataclass
@@ -100,19 +121,23 @@ class Daemon:
             self.args += ["--until-caught-up", "--timeout-s", f"{timeout_s:g}"]
         self.timeout_s = timeout_s
         self._log: IO[bytes] | None = None
+        self._out: IO[bytes] | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self.exit_code: int | None = None
         self.peak_rss_kib = 0
 
     def start(self) -> None:
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by wait()
+        self._out = tempfile.TemporaryFile()  # noqa: SIM115 - closed by wait()
+        launcher = [sys.executable, "-S", "-I", "-c", LAUNCHER, RSS_MARK]
         self._process = subprocess.Popen(  # noqa: S603 - this interpreter, fixed arguments
-            self.args,
+            launcher + self.args,
             env=self.env,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stdout=self._out,
             stderr=self._log,
             cwd=_checkout(),
+            start_new_session=True,  # its own process group, the daemon in it
         )
 
     def stop(self) -> None:
@@ -127,20 +152,32 @@ class Daemon:
         process = self._process
         if process is None:
             raise RuntimeError("the daemon is not started")
-        waiting = asyncio.create_task(asyncio.to_thread(os.wait4, process.pid, 0))
-        done, _ = await asyncio.wait({waiting}, timeout=self.timeout_s + 30)
-        if not done:
-            process.kill()
-        _, status, usage = await waiting
-        self.exit_code = os.waitstatus_to_exitcode(status)
-        process.returncode = self.exit_code  # reaped here, by wait4: Popen must not wait
-        self.peak_rss_kib = usage.ru_maxrss
+        try:
+            await asyncio.to_thread(process.wait, self.timeout_s + 30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # the group of the launcher we started
+            await asyncio.to_thread(process.wait)
+        self.exit_code = process.returncode
+        self.peak_rss_kib = self._read_peak_rss()
         summary = self._read_log()
         if self.exit_code != 0:
             raise RuntimeError(
                 f"omnisink run exited {self.exit_code}: " + "; ".join(summary.errors[-3:])
             )
         return summary
+
+    def _read_peak_rss(self) -> int:
+        out, self._out = self._out, None
+        if out is None:
+            return 0
+        out.seek(0)
+        lines = out.read().decode(errors="replace").splitlines()
+        out.close()
+        for line in reversed(lines):
+            mark, _, value = line.partition("=")
+            if mark == RSS_MARK and value.isdigit():
+                return int(value)
+        return 0
 
     def _read_log(self) -> Summary:
         summary = Summary()
