@@ -48,6 +48,10 @@ class Latency:
     sent: int
     committed: int
     send_rate: float  # the rate achieved, records per second
+    # The p50 of the first and of the last tenth of the records sent: a sink that keeps up
+    # has the same latency at the end as at the start; one that does not falls behind.
+    first_tenth_p50_ms: float
+    last_tenth_p50_ms: float
 
     @property
     def figures(self) -> dict[str, float]:
@@ -157,13 +161,16 @@ async def measure(
         await conn.close()
         daemon.stop()
         await daemon.wait()
-    latencies = []
+    by_send: list[float | None] = []  # in the order sent; None: never seen committed
     for meta, sent in zip(landed, sent_at, strict=True):
         at = poller.committed_at((meta.topic, meta.partition), meta.offset)
-        if at is not None:
-            latencies.append((at - sent) * 1000)
+        by_send.append(None if at is None else (at - sent) * 1000)
+    latencies = [ms for ms in by_send if ms is not None]
     if not latencies:
         raise RuntimeError("no record produced for the latency measurement was committed")
+    tenth = max(1, len(by_send) // 10)
+    first = [ms for ms in by_send[:tenth] if ms is not None] or [0.0]
+    last = [ms for ms in by_send[-tenth:] if ms is not None] or [0.0]
     return Latency(
         p50_ms=percentile(latencies, 0.50),
         p95_ms=percentile(latencies, 0.95),
@@ -172,6 +179,8 @@ async def measure(
         sent=len(records),
         committed=len(latencies),
         send_rate=send_rate,
+        first_tenth_p50_ms=percentile(first, 0.5),
+        last_tenth_p50_ms=percentile(last, 0.5),
     )
 
 

@@ -133,7 +133,8 @@ def rows(f: Figures) -> list[tuple[str, str, str, str, str]]:
                 f"p99 <= {LATENCY_TARGET_MS:.0f} ms",
                 _meets(lat.p99_ms <= LATENCY_TARGET_MS),
                 f"{lat.sent:,} records at {lat.send_rate:,.0f}/s, {lat.committed:,} seen "
-                f"committed; max {lat.max_ms:.0f} ms",
+                f"committed; max {lat.max_ms:.0f} ms; p50 of the first tenth sent "
+                f"{lat.first_tenth_p50_ms:.0f} ms, of the last {lat.last_tenth_p50_ms:.0f} ms",
             )
         )
     if f.queries:
