@@ -385,10 +385,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.gc == "tuned":
         lifecycle.tune_gc()
     console = Console()
+    commit = _commit()  # the code that runs, whatever is committed meanwhile
     figures = asyncio.run(_main(options, console))
     report(console, figures)
     with open(args.json, "wb") as f:
-        f.write(orjson.dumps(figures.as_json(_commit()), option=orjson.OPT_INDENT_2))
+        f.write(orjson.dumps(figures.as_json(commit), option=orjson.OPT_INDENT_2))
     return 0
 
 
