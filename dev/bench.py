@@ -1,8 +1,10 @@
-"""``make bench``: the sink against the raw COPY ceiling and a naive consumer, in one run.
+"""``make bench``: every figure of BENCHMARKS.md, in one run.
 
 One sample stream (dev/sample.py) is produced once; then, each into a fresh database:
 
-1. **sink**: the worker drains the topics (set-based batches, one transaction per batch);
+1. **sink**: ``omnisink run --until-caught-up`` in a process of its own (dev/bench_daemon.py)
+   drains the topics (set-based batches, one transaction per batch); its rate, from its
+   summary, and its peak RSS (the kernel's ``ru_maxrss`` of the process);
 2. **naive**: a consumer that does what a first attempt does: one transaction per record
    (the same handlers, a batch of one) and a Kafka commit per record; timed on a prefix of
    the stream and reported as a rate;
@@ -10,19 +12,23 @@ One sample stream (dev/sample.py) is produced once; then, each into a fresh data
    PostgreSQL's ``COPY`` into an empty database (no Kafka, no decoding, no conflict
    handling): the fastest those same rows can be written;
 4. **replay**: ``omnisink replay`` of the same topics from the beginning (partitions assigned
-   by hand, the daemon's commit), into a fresh database.
+   by hand, the daemon's commit);
+5. **two members**: two ``omnisink run --until-caught-up`` of one group share the partitions;
+6. **latency**: produce -> committed in PostgreSQL, at a steady rate into a running daemon
+   (dev/bench_latency.py);
+7. **queries and CRUD**: the seeds' query patterns as ``omnisink query``/``maintenance stuck``
+   run them, and the seeds' single-row statements, on a large corpus loaded with COPY
+   (dev/bench_corpus.py, dev/bench_queries.py).
 
-Rates are distinct events per second; the sink's is from its first record to its last
-commit (the group join is excluded, and reported). Prints a table and a Markdown row block
-to paste into BENCHMARKS.md with the machine's facts.
+Rates are distinct events per second, from the first record to the last commit (the group
+join is excluded, and reported). Prints one table of every figure with its target and whether
+it meets it, Markdown rows to paste into BENCHMARKS.md, and writes bench-results.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -35,7 +41,6 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from rich.console import Console
-from rich.table import Table
 
 from consumer import lifecycle, logs, migrate
 from consumer.replay import plan, store
@@ -44,24 +49,12 @@ from consumer.replay.run import Replayer, replay_consumer
 from consumer.replay.store import Replay
 from consumer.settings import DatabaseSettings, KafkaSettings, Settings
 from consumer.store import batch
-from consumer.worker import Worker
-from dev import sample
+from dev import bench_corpus, bench_daemon, bench_latency, bench_queries, sample
+from dev.bench_report import Figures, Result, report
 from dev.services import running, start_kafka, start_postgres
 from handlers.base import Event
 from handlers.envelope import DecodeError, decode
 from handlers.registry import DATA_TABLES, HANDLERS, resolve
-
-
-@dataclass
-class Result:
-    name: str
-    events: int
-    seconds: float
-    note: str = ""
-
-    @property
-    def rate(self) -> float:
-        return self.events / self.seconds if self.seconds else 0.0
 
 
 async def _database(server_url: str, name: str) -> str:
@@ -91,20 +84,36 @@ def _settings(db_url: str, servers: str, group: str, topics: list[str]) -> Setti
     )
 
 
-async def run_sink(db_url: str, servers: str, topics: list[str]) -> Result:
-    worker = Worker(
-        _settings(db_url, servers, f"bench-{uuid.uuid4().hex[:6]}", topics),
-        until_caught_up=True,
-        install_signal_handlers=False,
+async def run_sink(db_url: str, servers: str, topics: list[str]) -> tuple[Result, float]:
+    """``omnisink run --until-caught-up`` in a process of its own: its rate (first record to
+    last commit, from its summary) and its peak RSS in MB."""
+    group = f"bench-{uuid.uuid4().hex[:6]}"
+    (summary,), (rss_kib,) = await bench_daemon.drain(db_url, servers, group, topics)
+    join_s = summary.elapsed_s - summary.active_s
+    result = Result(
+        "sink (omnisink run, set-based batches)",
+        summary.written,
+        summary.active_s,
+        f"{summary.batches} batches; group join and drain check {join_s:.1f} s not counted",
     )
-    stats = await worker.run()
-    first, last = stats.first_record_at or 0.0, stats.last_commit_at or 0.0
-    join_s = first - stats.started_at
+    return result, rss_kib / 1024
+
+
+async def run_two_members(db_url: str, servers: str, topics: list[str]) -> Result:
+    """Two ``omnisink run --until-caught-up`` of one group sharing the partitions: every
+    distinct event over the first record either took to the last commit either made."""
+    group = f"bench2-{uuid.uuid4().hex[:6]}"
+    summaries, _ = await bench_daemon.drain(db_url, servers, group, topics, members=2)
+    firsts = [s.first_record_at for s in summaries if s.written and s.first_record_at]
+    lasts = [s.last_commit_at for s in summaries if s.written and s.last_commit_at]
+    written = sum(s.written for s in summaries)
+    seconds = max(lasts) - min(firsts) if firsts and lasts else 0.0
+    shares = " + ".join(f"{s.written:,}" for s in summaries)
     return Result(
-        "sink (set-based batches)",
-        stats.written,
-        last - first,
-        f"{stats.batches} batches; group join {join_s:.1f} s not counted",
+        "two members (one group)",
+        written,
+        seconds,
+        f"{shares} events; the first join not counted, the rebalance as the second joins is",
     )
 
 
@@ -219,25 +228,81 @@ def _plain(value: object) -> object:
     return value
 
 
-async def bench(
-    pg_url: str, servers: str, events: int, naive_limit: int, console: Console
-) -> list[Result]:
-    """Produce a stream of ``events`` and measure [COPY ceiling, sink, naive, replay] on it."""
-    stream = sample.generate(events, env=f"bench{uuid.uuid4().hex[:6]}")
+@dataclass
+class Options:
+    """What to measure, and how much of it (the defaults are the figures of BENCHMARKS.md)."""
+
+    events: int = 200_000
+    naive_events: int = 5_000
+    # The latency run: seconds at a steady rate (0: not measured).
+    latency_s: float = 60.0
+    latency_rate: float = 2_000.0
+    # OMNISINK_BATCH_MAX_WAIT_MS of the latency run's daemon (None: the setting's default).
+    latency_batch_wait_ms: int | None = None
+    # The query benchmark's event_logs rows, and a tenth as many workflows (0: not measured).
+    query_rows: int = 1_000_000
+    query_iterations: int = 100
+    crud_iterations: int = 100
+    two_members: bool = True
+
+
+async def bench(pg_url: str, servers: str, options: Options, console: Console) -> Figures:
+    """Produce a stream of ``options.events`` and measure every figure on it (and on its own
+    streams: the latency run, the query corpus), each into a fresh database."""
+    stream = sample.generate(options.events, env=f"bench{uuid.uuid4().hex[:6]}")
     started = time.monotonic()
     await sample.produce(servers, stream.records)
     console.print(
         f"produced {len(stream.records):,} records ({stream.distinct_events:,} distinct "
         f"events) in {time.monotonic() - started:.1f} s"
     )
-    kinds = ("sink", "naive", "copy", "replay")
+    kinds = ("sink", "naive", "copy", "replay", "two", "latency", "queries")
     names = [f"bench_{what}_{uuid.uuid4().hex[:8]}" for what in kinds]
-    sink_db, naive_db, copy_db, replay_db = [await _database(pg_url, name) for name in names]
+    dbs = dict(zip(kinds, [await _database(pg_url, name) for name in names], strict=True))
+    figures = Figures(
+        events=options.events,
+        latency_s=options.latency_s,
+        latency_rate=options.latency_rate,
+        latency_batch_wait_ms=options.latency_batch_wait_ms,
+        query_rows=options.query_rows,
+    )
+    topics = stream.topics
     try:
-        sink = await run_sink(sink_db, servers, stream.topics)
-        naive = await run_naive(naive_db, servers, stream.topics, naive_limit)
-        ceiling = await run_copy_ceiling(sink_db, copy_db)
-        replayed = await run_replay(replay_db, servers, stream.topics)
+        sink, figures.peak_rss_mb = await run_sink(dbs["sink"], servers, topics)
+        console.print(f"sink: {sink.rate:,.0f} events/s, peak RSS {figures.peak_rss_mb:.0f} MB")
+        naive = await run_naive(dbs["naive"], servers, topics, options.naive_events)
+        ceiling = await run_copy_ceiling(dbs["sink"], dbs["copy"])
+        replayed = await run_replay(dbs["replay"], servers, topics)
+        figures.results = [ceiling, sink, naive, replayed]
+        if options.two_members:
+            figures.two_members = await run_two_members(dbs["two"], servers, topics)
+            console.print(f"two members: {figures.two_members.rate:,.0f} events/s")
+        if options.latency_s > 0:
+            wait = None
+            if options.latency_batch_wait_ms is not None:
+                wait = {"OMNISINK_BATCH_MAX_WAIT_MS": str(options.latency_batch_wait_ms)}
+            figures.latency = await bench_latency.measure(
+                dbs["latency"],
+                servers,
+                duration_s=options.latency_s,
+                rate=options.latency_rate,
+                settings=wait,
+            )
+            console.print(f"latency: p99 {figures.latency.p99_ms:.0f} ms")
+        if options.query_rows > 0:
+            started = time.monotonic()
+            corpus = await bench_corpus.load(dbs["queries"], options.query_rows)
+            console.print(
+                "query corpus: "
+                + ", ".join(f"{table} {n:,}" for table, n in corpus.rows.items())
+                + f" rows, loaded in {time.monotonic() - started:.0f} s"
+            )
+            figures.queries = await bench_queries.time_patterns(
+                dbs["queries"], corpus, options.query_iterations
+            )
+            figures.crud = await bench_queries.time_crud(
+                dbs["queries"], corpus, options.crud_iterations
+            )
     finally:
         conn = await asyncpg.connect(pg_url)
         try:
@@ -245,72 +310,86 @@ async def bench(
                 await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await conn.close()
-    return [ceiling, sink, naive, replayed]
+    return figures
 
 
-async def _main(events: int, naive_limit: int, console: Console) -> list[Result]:
+async def _main(options: Options, console: Console) -> Figures:
     with running(start_postgres()) as pg, running(start_kafka()) as kafka:
         console.print(f"PostgreSQL: {pg.kind}; broker: {kafka.kind}")
-        return await bench(pg.url, kafka.url, events, naive_limit, console)
+        return await bench(pg.url, kafka.url, options, console)
 
 
-def _report(console: Console, results: list[Result], events: int) -> None:
-    table = Table(title=f"{events:,} events")
-    for column in ("what", "events", "seconds", "events/s", "of COPY", "note"):
-        table.add_column(column, justify="left" if column in {"what", "note"} else "right")
-    ceiling = results[0].rate
-    for r in results:
-        share = f"{r.rate / ceiling:.1%}" if ceiling else "-"
-        table.add_row(r.name, f"{r.events:,}", f"{r.seconds:.2f}", f"{r.rate:,.0f}", share, r.note)
-    console.print(table)
-    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-    console.print(f"machine: {platform.node()} ({machine})")
-    for r in results:
-        console.print(f"| {r.name} | {r.events:,} | {r.seconds:.2f} | {r.rate:,.0f} | {r.note} |")
-
-
-def _write_json(results: list[Result], events: int, path: str) -> None:
-    """bench-results.json: the figures this run measured (and only those)."""
-    ceiling, sink, naive, replayed = results
+def _commit() -> str | None:
     git = shutil.which("git")
-    commit = ""
-    if git:
-        args = [git, "rev-parse", "--short", "HEAD"]  # a fixed command: the checkout's commit
-        done = subprocess.run(args, capture_output=True, text=True, check=False)  # noqa: S603
-        commit = done.stdout.strip()
-    figures = {
-        "events": events,
-        "copy_events_per_s": round(ceiling.rate),
-        "sink_events_per_s": round(sink.rate),
-        "naive_events_per_s": round(naive.rate),
-        "replay_events_per_s": round(replayed.rate),
-        "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()})",
-        "commit": commit or None,
-    }
-    with open(path, "wb") as f:
-        f.write(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
+    if not git:
+        return None
+    args = [git, "rev-parse", "--short", "HEAD"]  # a fixed command: the checkout's commit
+    done = subprocess.run(args, capture_output=True, text=True, check=False)  # noqa: S603
+    return done.stdout.strip() or None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dev.bench", description=__doc__)
-    parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--naive-events", type=int, default=5_000)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    defaults = Options()
+    parser.add_argument("--events", type=int, default=defaults.events)
+    parser.add_argument("--naive-events", type=int, default=defaults.naive_events)
+    parser.add_argument(
+        "--latency-s",
+        type=float,
+        default=defaults.latency_s,
+        help="seconds of the steady-rate latency run (0: skip it)",
+    )
+    parser.add_argument(
+        "--latency-rate",
+        type=float,
+        default=defaults.latency_rate,
+        help="records per second of the latency run",
+    )
+    parser.add_argument(
+        "--latency-batch-wait-ms",
+        type=int,
+        default=None,
+        help="OMNISINK_BATCH_MAX_WAIT_MS of the latency run's daemon (default: the setting's)",
+    )
+    parser.add_argument(
+        "--query-rows",
+        type=int,
+        default=defaults.query_rows,
+        help="event_logs rows of the query and CRUD corpus, a tenth as many workflows (0: skip)",
+    )
+    parser.add_argument("--query-iterations", type=int, default=defaults.query_iterations)
+    parser.add_argument("--crud-iterations", type=int, default=defaults.crud_iterations)
+    parser.add_argument("--no-two-members", action="store_true", help="skip the two-member drain")
     parser.add_argument("--json", default="bench-results.json", help="where the figures go")
     parser.add_argument(
         "--gc",
         choices=("tuned", "default"),
         default="tuned",
-        help="the collector as `omnisink run` sets it (consumer/lifecycle.py), or Python's",
+        help="the collector of the in-process measurements (naive, replay) as `omnisink run` "
+        "sets it (consumer/lifecycle.py), or Python's; the daemons always tune it",
     )
     args = parser.parse_args(argv)
+    options = Options(
+        events=args.events,
+        naive_events=args.naive_events,
+        latency_s=args.latency_s,
+        latency_rate=args.latency_rate,
+        latency_batch_wait_ms=args.latency_batch_wait_ms,
+        query_rows=args.query_rows,
+        query_iterations=args.query_iterations,
+        crud_iterations=args.crud_iterations,
+        two_members=not args.no_two_members,
+    )
     logs.configure("WARNING", "console")
     if args.gc == "tuned":
         lifecycle.tune_gc()
     console = Console()
-    results = asyncio.run(_main(args.events, args.naive_events, console))
-    _report(console, results, args.events)
-    _write_json(results, args.events, args.json)
+    commit = _commit()  # the code that runs, whatever is committed meanwhile
+    figures = asyncio.run(_main(options, console))
+    report(console, figures)
+    with open(args.json, "wb") as f:
+        f.write(orjson.dumps(figures.as_json(commit), option=orjson.OPT_INDENT_2))
     return 0
 
 
