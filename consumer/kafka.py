@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRa
 from aiokafka.structs import OffsetAndMetadata
 
 from consumer.errors import FatalError, classify
+from consumer.retry import Deadline, Retrier
 from consumer.settings import Settings
 from handlers.contract import DLQ_SUFFIX
 
@@ -91,6 +92,40 @@ async def start(consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, settings
                 "Check OMNISINK_KAFKA_BOOTSTRAP_SERVERS."
             ) from exc
         raise
+
+
+async def start_group_clients(
+    settings: Settings,
+    listener: Any,
+    retrier: Retrier,
+    created: Callable[[AIOKafkaConsumer | None, AIOKafkaProducer | None], None],
+) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+    """:func:`group_clients`, started. Brokers that cannot be reached are retried, each
+    attempt with new clients, within the start-up's budget (``OMNISINK_STARTUP_TIMEOUT_S``):
+    a broker restarting while the sink starts is waited out, one still unreachable past it is
+    the FatalError of :func:`start`. Each attempt's clients are ``created`` before they start:
+    the group may assign partitions (the listener runs) before the start returns; a failed
+    attempt's are stopped and taken back (``created(None, None)``) before the wait."""
+
+    async def attempt() -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+        consumer, producer = group_clients(settings, listener)
+        created(consumer, producer)
+        try:
+            await start(consumer, producer, settings)
+        except BaseException:
+            created(None, None)
+            await stop_clients(consumer, producer)
+            raise
+        return consumer, producer
+
+    budget = settings.startup_timeout_s
+
+    def gave_up(exc: BaseException) -> str:
+        return settings.scrub(f"{exc} (gave up after {budget:g} s: OMNISINK_STARTUP_TIMEOUT_S)")
+
+    return await retrier.run(
+        "kafka_start", attempt, deadline=Deadline(time.monotonic() + budget, gave_up)
+    )
 
 
 def dead_letter_producer(settings: Settings) -> AIOKafkaProducer:

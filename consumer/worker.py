@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
@@ -38,6 +38,15 @@ from handlers import registry
 from handlers.base import Handler
 
 log = structlog.get_logger("omnisink.worker")
+
+
+T = TypeVar("T")
+
+
+def _started(part: T | None) -> T:
+    if part is None:
+        raise RuntimeError("the worker is not started")
+    return part
 
 
 class Worker:
@@ -101,21 +110,15 @@ class Worker:
 
     @property
     def _kafka(self) -> AIOKafkaConsumer:
-        if self._consumer is None:
-            raise RuntimeError("the worker is not started")
-        return self._consumer
+        return _started(self._consumer)
 
     @property
     def _writer(self) -> Committer:
-        if self._committer is None:
-            raise RuntimeError("the worker is not started")
-        return self._committer
+        return _started(self._committer)
 
     def _connection(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
-        if self._pool is None:
-            raise RuntimeError("the worker is not started")
         # A new session after a failed attempt: the pooled ones may be broken or read-only.
-        return database.acquire(self._pool, fresh=self.retrier.failing is not None)
+        return database.acquire(_started(self._pool), fresh=self.retrier.failing is not None)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -189,7 +192,12 @@ class Worker:
         )
         if lost:
             await self._settle()
-            await self.retrier.run("offset_reset", lambda: self._reset(sorted(lost)))
+            # The offsets PostgreSQL holds for these are no longer in the log: never silent.
+            policy, tps = self.settings.offset_reset_policy, sorted(lost)
+            counted = lambda tp: self.metrics.offset_resets.labels(tp.topic, policy).inc()  # noqa: E731
+            await self.retrier.run(
+                "offset_reset", lambda: self.partitions.reset(self._kafka, tps, policy, counted)
+            )
         return self.drain is None or not await self._drained(self.drain)
 
     async def _start(self) -> None:
@@ -199,7 +207,9 @@ class Worker:
         if s.http_enabled:
             self.http = HealthServer.serve(self.metrics, lambda: self.board.snapshot, s)
         self._pool = pool = await database.open_checked(s, self.retrier)
-        self._consumer, self._producer = kafka.group_clients(s, Listener(self))
+        self._consumer, self._producer = await kafka.start_group_clients(
+            s, Listener(self), self.retrier, created=self._created
+        )
         self._committer = Committer(
             s,
             self.handlers,
@@ -216,7 +226,6 @@ class Worker:
             on_committed=lambda _: self.board.beat(last_commit_at=self.stats.last_commit_at),
             after_commit=self._after_commit,
         )
-        await kafka.start(self._consumer, self._producer, s)
         self._lag = LagReporter(
             self._consumer,
             self.partitions,
@@ -249,6 +258,12 @@ class Worker:
                 await self._pool.close()
         log.info("worker.stopped", **self.stats.summary())
 
+    def _created(
+        self, consumer: AIOKafkaConsumer | None, producer: AIOKafkaProducer | None
+    ) -> None:
+        # A start attempt's clients (None: it failed): the listener pauses partitions with them.
+        self._consumer, self._producer = consumer, producer
+
     # -- rebalance (called by consumer.partitions.Listener) ------------------------------------
 
     def assign(self, assigned: set[TopicPartition]) -> None:
@@ -269,14 +284,6 @@ class Worker:
         self.metrics.assigned.set(len(self.partitions))
         self.board.beat(assigned=len(self.partitions))
         log.info("worker.revoked", partitions=len(revoked))
-
-    async def _reset(self, tps: list[TopicPartition]) -> None:
-        """The offsets PostgreSQL holds for ``tps`` are no longer in the log: never silent."""
-        policy = self.settings.offset_reset_policy
-        counter = self.metrics.offset_resets
-        await self.partitions.reset(
-            self._kafka, tps, policy, lambda tp: counter.labels(tp.topic, policy).inc()
-        )
 
     async def _drained(self, drain: Drain) -> bool:
         """Whether the drain is over: done (consumer/drain.py), or out of time."""
