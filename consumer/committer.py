@@ -168,6 +168,11 @@ class Committer:
             records, max_bytes=s.max_message_bytes, keep_unknown=s.unknown_events == "keep"
         )
 
+    @property
+    def idle(self) -> bool:
+        """No batch is being written."""
+        return self._writing is None or self._writing.done()
+
     async def submit(self, batch: Batch) -> None:
         """Write ``batch`` in the background once the batch submitted before it has
         committed (batches commit in order); its failure is raised by the next

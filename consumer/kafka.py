@@ -159,9 +159,13 @@ async def fetch_batch(
     out_of_range: set[TopicPartition],
     unpositioned: set[TopicPartition],
     lock: asyncio.Lock,
+    writer_idle: Callable[[], bool] = lambda: False,
 ) -> Records:
-    """Records until the batch is full (records or bytes) or the wait is over; nothing once
-    stopping, and no more waiting while partitions wait for their seek. Partitions the broker
+    """Records until the batch is full (records or bytes) or the wait is over, or, once there
+    are records, as soon as ``writer_idle`` says nothing is being written: waiting longer to
+    fill the batch would only add latency (while a batch is written, the next one fills, so
+    under load batches stay full). Nothing once stopping, and no more waiting while
+    partitions wait for their seek. Partitions the broker
     says are fetched past their log (OFFSET_OUT_OF_RANGE) are added to ``out_of_range``, and
     the records already fetched are returned (their positions have moved on). Partitions the
     client found without a position before the sink sought them (it never resets one by itself)
@@ -191,7 +195,7 @@ async def fetch_batch(
             size += sum(len(r.value or b"") + len(r.key or b"") for r in records)
         if count >= s.batch_max_records or size >= s.batch_max_bytes:
             break
-        if remaining_ms == 0 or seek_pending():
+        if remaining_ms == 0 or seek_pending() or (count and writer_idle()):
             break
     return out
 

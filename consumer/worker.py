@@ -176,6 +176,7 @@ class Worker:
             out_of_range=lost,
             unpositioned=unpositioned,
             lock=self.poll_lock,
+            writer_idle=lambda: self._writer.idle,
         )
         if unpositioned:  # sought again from PostgreSQL on the next turn
             await self._settle()
