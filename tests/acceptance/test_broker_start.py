@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 
 from dev.services import KAFKA_SERVERS_ENV, free_port, start_embedded_broker
+from tests.acceptance.test_daemon import _spawn
 from tests.acceptance.test_lost_offsets import TOPIC, _produce
 from tests.support import sink_env
 
@@ -40,10 +41,7 @@ async def test_a_broker_that_comes_up_during_the_start_is_waited_for(
     servers = f"127.0.0.1:{port}"
     log = tmp_path / "daemon.log"
     env = sink_env(db_url, servers, f"late-{uuid.uuid4().hex[:6]}", OMNISINK_TOPICS=TOPIC)
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "consumer.cli", "run"], env=env, stdout=out, stderr=out
-        )
+    proc = _spawn(env, log)
     broker = None
     try:
         deadline = time.monotonic() + 60
