@@ -118,14 +118,8 @@ async def start_group_clients(
             raise
         return consumer, producer
 
-    budget = settings.startup_timeout_s
-
-    def gave_up(exc: BaseException) -> str:
-        return settings.scrub(f"{exc} (gave up after {budget:g} s: OMNISINK_STARTUP_TIMEOUT_S)")
-
-    return await retrier.run(
-        "kafka_start", attempt, deadline=Deadline(time.monotonic() + budget, gave_up)
-    )
+    deadline = Deadline.after(settings.startup_timeout_s, lambda exc: settings.scrub(str(exc)))
+    return await retrier.run("kafka_start", attempt, deadline=deadline)
 
 
 def dead_letter_producer(settings: Settings) -> AIOKafkaProducer:

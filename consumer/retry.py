@@ -45,6 +45,16 @@ class Deadline:
     at: float
     explain: Callable[[BaseException], str]
 
+    @classmethod
+    def after(cls, budget_s: float, explain: Callable[[BaseException], str]) -> Deadline:
+        """``budget_s`` from now; past it the last error's message is ``explain(error)``,
+        naming the budget (``OMNISINK_STARTUP_TIMEOUT_S``) it outlasted."""
+
+        def gave_up(exc: BaseException) -> str:
+            return f"{explain(exc)} (gave up after {budget_s:g} s: OMNISINK_STARTUP_TIMEOUT_S)"
+
+        return cls(time.monotonic() + budget_s, gave_up)
+
     def left(self) -> float:
         return self.at - time.monotonic()
 

@@ -10,7 +10,6 @@ waited out, and only what outlasts the budget exits 2 with :func:`explain`'s mes
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from typing import cast
 
@@ -99,11 +98,8 @@ async def check_schema(pool: asyncpg.Pool, settings: Settings) -> None:
     from consumer.migrate import head_revision  # Alembic only when starting
 
     head = head_revision()
-    try:
-        async with acquire(pool) as conn:
-            current = await conn.fetchval(REVISION.sql)
-    except asyncpg.UndefinedTableError:
-        current = None
+    async with acquire(pool) as conn:
+        current = await _revision(conn)
     if current != head:
         raise FatalError(
             f"the database at {settings.database.redacted_url} is at schema revision "
@@ -113,12 +109,7 @@ async def check_schema(pool: asyncpg.Pool, settings: Settings) -> None:
 
 def startup_deadline(settings: Settings) -> Deadline:
     """The start-up's budget, from now; past it the last error exits 2 saying what to do."""
-    budget = settings.startup_timeout_s
-
-    def gave_up(exc: BaseException) -> str:
-        return f"{explain(exc, settings)} (gave up after {budget:g} s: OMNISINK_STARTUP_TIMEOUT_S)"
-
-    return Deadline(time.monotonic() + budget, gave_up)
+    return Deadline.after(settings.startup_timeout_s, lambda exc: explain(exc, settings))
 
 
 def explain(exc: BaseException, settings: Settings) -> str:
@@ -187,11 +178,16 @@ async def revision(settings: Settings) -> str | None:
     """The schema revision the database at OMNISINK_DATABASE_URL is at (None: not migrated)."""
     conn = await asyncpg.connect(settings.database.dsn)
     try:
+        return await _revision(conn)
+    finally:
+        await conn.close()
+
+
+async def _revision(conn: asyncpg.Connection) -> str | None:
+    try:
         return cast(str | None, await conn.fetchval(REVISION.sql))
     except asyncpg.UndefinedTableError:
         return None
-    finally:
-        await conn.close()
 
 
 async def probe(settings: Settings) -> None:
