@@ -150,11 +150,10 @@ def watch(
 ) -> list[asyncio.Task[None]]:
     """Start :class:`Vitals` and :class:`DatabaseWatch`, every ``EVERY_S``; :func:`unwatch`
     stops them."""
-    interval_s = EVERY_S
     return [
-        asyncio.create_task(Vitals(lag, pool, metrics).run(interval_s), name="omnisink-vitals"),
+        asyncio.create_task(Vitals(lag, pool, metrics).run(EVERY_S), name="omnisink-vitals"),
         asyncio.create_task(
-            DatabaseWatch(settings, metrics, on_database).run(interval_s), name="omnisink-watch"
+            DatabaseWatch(settings, metrics, on_database).run(EVERY_S), name="omnisink-watch"
         ),
     ]
 

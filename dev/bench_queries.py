@@ -21,10 +21,8 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from uuid import UUID
 
 import asyncpg
-import orjson
 
 from consumer.ops import queries
 from dev.bench_corpus import Corpus
@@ -38,17 +36,6 @@ def percentile(values: Sequence[float], q: float) -> float:
     """The nearest-rank ``q`` quantile (0 < q <= 1) of ``values``."""
     ordered = sorted(values)
     return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))]
-
-
-async def _decoding(conn: asyncpg.Connection) -> None:
-    """As consumer.ops.queries.connection sets up its connection."""
-    await conn.set_type_codec(
-        "jsonb",
-        encoder=lambda value: orjson.dumps(value).decode(),
-        decoder=orjson.loads,
-        schema="pg_catalog",
-    )
-    await conn.set_type_codec("uuid", encoder=str, decoder=UUID, schema="pg_catalog")
 
 
 @dataclass
@@ -125,7 +112,7 @@ async def time_patterns(db_url: str, corpus: Corpus, iterations: int, *, seed: i
     timings = Timings()
     conn = await asyncpg.connect(db_url)
     try:
-        await _decoding(conn)
+        await queries.decoding(conn)
         todo = patterns(corpus)
         # The parameters of each pattern's slowest run: what its EXPLAIN shows.
         slowest: dict[str, tuple[float, list[tuple[Any, ...]]]] = {}
@@ -235,7 +222,7 @@ async def time_crud(db_url: str, corpus: Corpus, iterations: int) -> Timings:
     timings = Timings()
     conn = await asyncpg.connect(db_url)
     try:
-        await _decoding(conn)
+        await queries.decoding(conn)
 
         async def timed(name: str, call: Awaitable[Any]) -> Any:
             started = time.perf_counter()

@@ -265,6 +265,18 @@ CLEANUP = Sql(
 # -- the connection -----------------------------------------------------------------------------
 
 
+async def decoding(conn: asyncpg.Connection) -> None:
+    """jsonb decoded into Python values, uuid into :class:`uuid.UUID`: Python's own, which
+    orjson writes (asyncpg's subclass it does not)."""
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda value: orjson.dumps(value).decode(),
+        decoder=orjson.loads,
+        schema="pg_catalog",
+    )
+    await conn.set_type_codec("uuid", encoder=str, decoder=UUID, schema="pg_catalog")
+
+
 @contextlib.asynccontextmanager
 async def connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     """A connection (``consumer.dlq.queries.connect``: a failure is a :class:`DlqError`, exit
@@ -272,14 +284,7 @@ async def connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     without the tables or functions these statements read is a :class:`DlqError` (exit 2)
     saying to migrate it."""
     async with connect(settings) as conn:
-        await conn.set_type_codec(
-            "jsonb",
-            encoder=lambda value: orjson.dumps(value).decode(),
-            decoder=orjson.loads,
-            schema="pg_catalog",
-        )
-        # Python's own UUID, which orjson writes (asyncpg's subclass it does not).
-        await conn.set_type_codec("uuid", encoder=str, decoder=UUID, schema="pg_catalog")
+        await decoding(conn)
         try:
             yield conn
         except (
