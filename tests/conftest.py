@@ -22,9 +22,11 @@ from consumer import migrate
 from dev.services import Service, running, start_kafka, start_postgres
 from tests.support import (
     LOCAL_PG15_URL_ENV,
+    Cluster,
     create_database,
     drop_database,
     local_pg15_url,
+    postgres_bindir,
     with_database,
 )
 
@@ -122,6 +124,22 @@ async def migrated_any_database(scratch_database: str) -> str:
     # Alembic's env runs its own event loop, so it must not run on this test's loop.
     await asyncio.to_thread(migrate.upgrade, scratch_database)
     return scratch_database
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    """A PostgreSQL cluster of the test's own (the machine's server binaries, ``pg_config
+    --bindir``), started, on a free loopback port: one a fault test may restart or kill."""
+    bindir = postgres_bindir()
+    if bindir is None:
+        pytest.skip("no local PostgreSQL server binaries (pg_config --bindir: initdb, pg_ctl)")
+    own = Cluster(bindir)
+    try:
+        own.init()
+        own.start()
+        yield own
+    finally:
+        own.remove()
 
 
 @pytest.fixture

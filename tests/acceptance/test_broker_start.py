@@ -13,23 +13,14 @@ import time
 import uuid
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from dev.services import KAFKA_SERVERS_ENV, free_port, start_embedded_broker
 from tests.acceptance.test_daemon import _spawn
-from tests.acceptance.test_lost_offsets import TOPIC, _produce
+from tests.acceptance.test_lost_offsets import TOPIC, _produce, _rows
 from tests.support import sink_env
 
 pytestmark = pytest.mark.timeout(300)
-
-
-async def _rows(db_url: str) -> int:
-    conn = await asyncpg.connect(db_url)
-    try:
-        return int(await conn.fetchval("SELECT count(*) FROM event_logs"))
-    finally:
-        await conn.close()
 
 
 async def test_a_broker_that_comes_up_during_the_start_is_waited_for(

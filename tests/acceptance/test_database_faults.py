@@ -33,7 +33,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,7 +50,6 @@ from dev.services import Service, free_port
 from tests.support import (
     Cluster,
     assert_same_tables,
-    postgres_bindir,
     produce,
     sink_env,
     sink_settings,
@@ -62,20 +61,6 @@ EVENTS = 3_000
 OUTAGE_S = 8.0
 SINK_DB = "sink"
 REFERENCE_DB = "reference"
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    bindir = postgres_bindir()
-    if bindir is None:
-        pytest.skip("no local PostgreSQL server binaries (pg_config --bindir: initdb, pg_ctl)")
-    own = Cluster(bindir)
-    try:
-        own.init()
-        own.start()
-        yield own
-    finally:
-        own.remove()
 
 
 async def _admin(cluster: Cluster, *statements: str) -> list[asyncpg.Record]:

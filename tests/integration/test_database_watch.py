@@ -7,30 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import asyncpg
 import pytest
 
 from consumer.metrics import Metrics
 from consumer.vitals import DatabaseWatch
-from tests.support import Cluster, postgres_bindir, sink_settings
+from tests.support import Cluster, sink_settings
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    bindir = postgres_bindir()
-    if bindir is None:
-        pytest.skip("no local PostgreSQL server binaries (pg_config --bindir: initdb, pg_ctl)")
-    own = Cluster(bindir)
-    try:
-        own.init()
-        own.start()
-        yield own
-    finally:
-        own.remove()
 
 
 class Said:
